@@ -1,0 +1,148 @@
+"""One client connection: framing, op dispatch, pipelining, flow control.
+
+Flow control in both directions, as in uvicorn/aiohttp: reading pauses when the
+connection has `max_inflight_per_connection` requests outstanding, and when the
+transport's write buffer passes its high-water mark (the client is not reading its
+replies); it resumes below half the in-flight limit and on `resume_writing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from ringserve.ipc import wire
+from ringserve.ipc import errors as E
+from ringserve.ipc.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from .server import Frontend
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, frontend: Frontend, kind: str) -> None:
+        self.frontend = frontend
+        self.kind = kind  # "tcp" | "unix"
+        self.transport: asyncio.Transport | None = None
+        self.decoder = wire.FrameDecoder(frontend.settings.max_frame_bytes)
+        self.authenticated = kind == "unix" or frontend.settings.auth_token is None
+        self.inflight = 0
+        self.closed = False
+        self._read_paused = False
+        self._write_paused = False
+        self.close_after_reply = False
+        self._limit = frontend.settings.max_inflight_per_connection
+
+    # ---- asyncio.Protocol ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.frontend.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.frontend.connections.discard(self)
+        self.frontend.dispatcher.cancel_connection(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bodies = self.decoder.feed(data)
+        except wire.FrameTooLarge as exc:
+            self.reply(wire.error(None, E.RESOURCE_EXHAUSTED, f"frame length: {exc}"))
+            self.close()
+            return
+        for body in bodies:
+            if self.closed:
+                return
+            self._handle(body)
+
+    # ---- requests ------------------------------------------------------------------
+    def _handle(self, body: memoryview) -> None:
+        rid: int | None = None
+        try:
+            msg = wire.unpack_body(body)
+            rid = wire.request_id(msg)
+            rid, op = wire.check_request(msg)
+            if not self.authenticated and op != "auth":
+                self.reply(
+                    wire.error(rid, E.UNAUTHENTICATED, f"op {op!r}: expected 'auth' first on TCP")
+                )
+                self.close()
+                return
+            if op == "infer":
+                self.inflight += 1
+                try:
+                    self.frontend.dispatcher.infer(self, rid, msg)
+                except BaseException:
+                    self.inflight -= 1
+                    raise
+                self._update_reading()
+                return
+            handler = self.frontend.ops.get(op)
+            if handler is None:
+                raise ProtocolError(
+                    E.INVALID_ARGUMENT,
+                    f"field 'op': expected one of {sorted([*self.frontend.ops, 'infer'])}, "
+                    f"received {op!r}",
+                )
+            self.reply(wire.ok(rid, **handler(self, msg)))
+        except ProtocolError as exc:
+            self.reply(wire.error(rid, exc.code, exc.message))
+            if self.close_after_reply:
+                self.close()
+        except Exception as exc:  # a bug must not cost other clients their server
+            self.frontend.log(f"internal error handling a request: {exc!r}")
+            self.reply(wire.error(rid, E.INTERNAL, f"{type(exc).__name__}: {exc}"))
+
+    def authenticate(self, token: Any) -> None:
+        want = self.frontend.settings.auth_token
+        if want is not None and (
+            not isinstance(token, str) or not hmac.compare_digest(token.encode(), want.encode())
+        ):
+            self.close_after_reply = True
+            raise ProtocolError(E.UNAUTHENTICATED, "field 'token': the token was rejected")
+        self.authenticated = True
+
+    # ---- replies -------------------------------------------------------------------
+    def reply(self, msg: dict[str, Any], large: bool = False) -> None:
+        t = self.transport
+        if t is None or self.closed or t.is_closing():
+            return
+        if large:
+            t.writelines(wire.pack_parts(msg))
+        else:
+            t.write(wire.pack(msg))
+
+    def request_done(self) -> None:
+        self.inflight -= 1
+        if self._read_paused:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        t = self.transport
+        if t is None or self.closed:
+            return
+        want_pause = self._write_paused or self.inflight >= self._limit
+        if want_pause and not self._read_paused:
+            self._read_paused = True
+            t.pause_reading()
+        elif (
+            not want_pause
+            and self._read_paused
+            and (self.inflight <= self._limit // 2 or self.inflight == 0)
+        ):
+            self._read_paused = False
+            t.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()

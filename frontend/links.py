@@ -1,0 +1,95 @@
+"""The frontend's side of one worker: its two rings, two eventfds, in-flight table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ringserve.ipc import layout, records, wake
+from ringserve.ipc.ring import Ring
+
+OnResponse = Callable[["WorkerLink", list[Any], dict[str, np.ndarray[Any, Any]]], None]
+
+
+class WorkerLink:
+    """Requests go into `req`, completions come back from `resp`.
+
+    The supervisor creates the rings and eventfds and hands them over; this object
+    never unlinks or closes them (their owner does).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        model: str,
+        version: int,
+        req: Ring,
+        resp: Ring,
+        req_efd: int,
+        resp_efd: int,
+        on_response: OnResponse,
+    ) -> None:
+        self.key = key
+        self.model = model
+        self.version = version
+        self.req = req
+        self.resp = resp
+        self.req_efd = req_efd
+        self.resp_efd = resp_efd
+        self.on_response = on_response
+        self.inflight: dict[int, Any] = {}
+        self.ready = False
+        self.alive = True
+        self.draining = False
+        self.info: dict[str, Any] = {}
+        self.requests = 0
+        self.failures = 0
+        self.busy_ns = 0
+        self.started = time.monotonic()
+
+    @property
+    def serving(self) -> bool:
+        return self.ready and self.alive and not self.draining
+
+    def submit(self, rid: int, head: list[Any], tensors: list[records.TensorSpec]) -> bool:
+        """Write one request record; False if the ring has no room right now."""
+        if records.write(self.req, layout.KIND_REQUEST, head, tensors) is None:
+            return False
+        wake.signal(self.req_efd)
+        return True
+
+    def send_stop(self) -> bool:
+        view = self.req.try_reserve(0)
+        if view is None:
+            return False
+        self.req.commit(layout.KIND_STOP)
+        wake.signal(self.req_efd)
+        return True
+
+    def poll(self) -> int:
+        """Hand every completed response to `on_response`; return how many."""
+        n = 0
+        resp = self.resp
+        while self.alive:
+            rec = resp.peek()
+            if rec is None:
+                break
+            head, outs = records.read(rec.payload)
+            self.requests += 1
+            self.busy_ns += int(head[3])
+            self.on_response(self, head, outs)
+            del outs
+            resp.release()
+            n += 1
+        return n
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the worker last showed life, and the request it holds."""
+        beat = self.req.words[layout.W_BEAT]
+        return (time.monotonic_ns() - beat) / 1e9 if beat else 0.0
+
+    def busy_id(self) -> int:
+        return int(self.req.words[layout.W_BUSY])

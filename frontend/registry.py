@@ -1,0 +1,127 @@
+"""Models, their versions and the workers serving each: what `health`, `models` and
+`metadata` report, and what `infer` resolves against."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ringserve.ipc.errors import NOT_FOUND, UNAVAILABLE, ProtocolError
+
+from .links import WorkerLink
+from .settings import ModelSettings
+
+LOADING = "LOADING"
+AVAILABLE = "AVAILABLE"
+UNAVAILABLE_STATE = "UNAVAILABLE"
+UNLOADING = "UNLOADING"
+
+
+@dataclass(eq=False)
+class VersionState:
+    number: int
+    state: str = LOADING
+    message: str = ""
+    signatures: dict[str, Any] = field(default_factory=dict)
+    links: list[WorkerLink] = field(default_factory=list)
+    queue: deque[Any] = field(default_factory=deque)
+
+    def serving_links(self) -> list[WorkerLink]:
+        return [ln for ln in self.links if ln.serving]
+
+
+@dataclass(eq=False)
+class ModelState:
+    settings: ModelSettings
+    versions: dict[int, VersionState] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def state(self) -> str:
+        states = {v.state for v in self.versions.values()}
+        for s in (AVAILABLE, LOADING, UNLOADING):
+            if s in states:
+                return s
+        return UNAVAILABLE_STATE if self.versions or self.message else LOADING
+
+    def newest_available(self) -> VersionState | None:
+        for n in sorted(self.versions, reverse=True):
+            v = self.versions[n]
+            if v.state == AVAILABLE:
+                return v
+        return None
+
+    def resolve(self, version: int | None) -> VersionState:
+        if version is None:
+            v = self.newest_available()
+            if v is None:
+                raise ProtocolError(
+                    UNAVAILABLE,
+                    f"model {self.name!r}: no version is AVAILABLE (state {self.state()}"
+                    + (f": {self.message}" if self.message else "")
+                    + ")",
+                )
+            return v
+        v = self.versions.get(version)
+        if v is None:
+            raise ProtocolError(
+                NOT_FOUND,
+                f"field 'version': model {self.name!r} has versions "
+                f"{sorted(self.versions)}, received {version}",
+            )
+        if v.state != AVAILABLE:
+            raise ProtocolError(
+                UNAVAILABLE, f"model {self.name!r} version {version} is {v.state}: {v.message}"
+            )
+        return v
+
+
+class Registry:
+    def __init__(self, models: tuple[ModelSettings, ...]) -> None:
+        self.models: dict[str, ModelState] = {m.name: ModelState(m) for m in models}
+
+    def model(self, name: Any) -> ModelState:
+        if not isinstance(name, str):
+            raise ProtocolError(
+                "INVALID_ARGUMENT", f"field 'model': expected a string, received {name!r}"
+            )
+        m = self.models.get(name)
+        if m is None:
+            raise ProtocolError(
+                NOT_FOUND, f"field 'model': expected one of {sorted(self.models)}, received {name!r}"
+            )
+        return m
+
+    def version_state(self, model: str, number: int) -> VersionState:
+        m = self.models[model]
+        v = m.versions.get(number)
+        if v is None:
+            v = m.versions[number] = VersionState(number)
+        return v
+
+    def ready(self) -> bool:
+        return all(
+            any(v.state == AVAILABLE and v.serving_links() for v in m.versions.values())
+            for m in self.models.values()
+        )
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for m in self.models.values():
+            out.append(
+                {
+                    "name": m.name,
+                    "versions": sorted(m.versions),
+                    "state": m.state(),
+                    "version_states": {
+                        str(n): {"state": v.state, "message": v.message}
+                        for n, v in sorted(m.versions.items())
+                    },
+                    "message": m.message,
+                }
+            )
+        return out

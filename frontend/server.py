@@ -1,0 +1,146 @@
+"""Listeners and the non-infer ops. The supervisor builds a `Frontend` on its loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ringserve.ipc import errors as E
+from ringserve.ipc.errors import ProtocolError
+
+from .connection import Connection
+from .dispatch import Dispatcher
+from .registry import Registry
+from .settings import FrontendSettings
+
+Op = Callable[[Connection, dict[str, Any]], dict[str, Any]]
+
+
+class Frontend:
+    def __init__(self, settings: FrontendSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.registry = Registry(settings.models)
+        self.dispatcher = Dispatcher(settings, self.registry, loop)
+        self.connections: set[Connection] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.live = True
+        self.accepting = True
+        self.extra_stats: Callable[[], dict[str, Any]] = dict
+        self.ops: dict[str, Op] = {
+            "health": self._health,
+            "models": self._models,
+            "metadata": self._metadata,
+            "stats": self._stats,
+            "auth": self._auth,
+            "shm_register": self._shm_unsupported,
+            "shm_unregister": self._shm_unsupported,
+        }
+
+    def log(self, text: str) -> None:
+        sys.stderr.write(f"ringserve frontend: {text}\n")
+
+    # ---- listeners -----------------------------------------------------------------
+    async def start(
+        self, tcp_sock: socket.socket | None = None, unix_sock: socket.socket | None = None
+    ) -> None:
+        s = self.settings
+        if tcp_sock is not None or s.tcp:
+            if tcp_sock is None:
+                host, _, port = s.tcp.rpartition(":")
+                tcp_sock = socket.create_server(
+                    (host.strip("[]"), int(port)),
+                    family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                    reuse_port=False,
+                    backlog=1024,
+                )
+            tcp_sock.setblocking(False)
+            srv = await self.loop.create_server(lambda: Connection(self, "tcp"), sock=tcp_sock)
+            self.servers.append(srv)
+        if unix_sock is not None or s.unix:
+            if unix_sock is None:
+                os.makedirs(os.path.dirname(s.unix) or ".", exist_ok=True)
+                if os.path.exists(s.unix):
+                    os.unlink(s.unix)  # stale: the supervisor holds the instance lock
+                unix_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                unix_sock.bind(s.unix)
+                os.chmod(s.unix, s.unix_mode)
+                unix_sock.listen(1024)
+            unix_sock.setblocking(False)
+            srv = await self.loop.create_unix_server(
+                lambda: Connection(self, "unix"), sock=unix_sock
+            )
+            self.servers.append(srv)
+
+    def bound(self) -> dict[str, str]:
+        out = {}
+        for srv in self.servers:
+            for sock in srv.sockets:
+                name = sock.getsockname()
+                if isinstance(name, tuple):
+                    out["tcp"] = f"{name[0]}:{name[1]}"
+                else:
+                    out["unix"] = name
+        return out
+
+    def close_listeners(self) -> None:
+        self.accepting = False
+        for srv in self.servers:
+            srv.close()
+        if self.settings.unix and os.path.exists(self.settings.unix):
+            try:
+                os.unlink(self.settings.unix)
+            except OSError:
+                pass
+
+    def close_connections(self) -> None:
+        for c in list(self.connections):
+            c.close()
+
+    # ---- ops -----------------------------------------------------------------------
+    def _health(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"live": self.live, "ready": self.accepting and self.registry.ready()}
+
+    def _models(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"models": self.registry.describe()}
+
+    def _metadata(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        model = self.registry.model(msg.get("model"))
+        version = msg.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise ProtocolError(
+                E.INVALID_ARGUMENT, f"field 'version': expected an integer, received {version!r}"
+            )
+        v = model.resolve(version)
+        return {"model": model.name, "version": v.number, "signatures": v.signatures}
+
+    def _stats(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        d = self.dispatcher
+        models = {}
+        for name, st in d.stats.items():
+            m = self.registry.models[name]
+            models[name] = {
+                **st.as_dict(),
+                "queue_depth": sum(
+                    sum(1 for p in v.queue if not p.done) for v in m.versions.values()
+                ),
+            }
+        return {
+            "models": models,
+            "workers": d.workers_hook(),
+            "connections": len(self.connections),
+            **self.extra_stats(),
+        }
+
+    def _auth(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        conn.authenticate(msg.get("token"))
+        return {}
+
+    def _shm_unsupported(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        raise ProtocolError(
+            E.FAILED_PRECONDITION, f"op {msg.get('op')!r}: shared-memory regions are not enabled"
+        )

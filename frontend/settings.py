@@ -1,0 +1,28 @@
+"""The frontend's settings, a small typed object the supervisor fills in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    max_queue: int = 1024
+    max_batch_size: int = 0  # 0: no server-side batching
+    batch_timeout_us: int = 0
+    allowed_batch_sizes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    tcp: str = ""
+    unix: str = ""
+    unix_mode: int = 0o660
+    max_frame_bytes: int = 256 * 1024 * 1024
+    auth_token: str | None = None
+    max_inflight_per_connection: int = 1024
+    worker_inflight: int = 2
+    default_timeout_ms: int = 0
+    max_spin_us: int = 1000
+    models: tuple[ModelSettings, ...] = field(default_factory=tuple)

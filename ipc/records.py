@@ -1,0 +1,147 @@
+"""The payload of a ring record: a small msgpack head, then 64-byte aligned tensors.
+
+    payload
+    +----------+----------------------------+-----+------------------------------+
+    | mlen u32 | meta (msgpack, mlen bytes) | pad | tensor blocks, 64-aligned    |
+    +----------+----------------------------+-----+------------------------------+
+    meta = [*head, table]; table = [[name, dtype_code, shape, offset, nbytes], ...]
+    offsets are relative to the first tensor block (align(4 + mlen)).
+
+A numeric block is the elements in C order, little-endian. A string block is
+u64 offsets[n + 1] (relative to the end of the offsets array) then the bytes.
+
+A tensor is written from a list of chunks so a batch is gathered straight into the
+ring, one copy per request, and read back as numpy views of the ring: no copies.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .layout import align
+from .ring import Ring, RingCorrupt
+from .tensors import CODE_DTYPES, DTYPE_CODES, NUMPY, STRING, count
+
+U32 = struct.Struct("<I")
+Buffer = bytes | bytearray | memoryview
+
+# (name, dtype, shape, chunks): numeric chunks are buffers whose bytes are
+# concatenated; string chunks are the items (bytes) themselves.
+TensorSpec = tuple[str, str, Sequence[int], Sequence[Any]]
+
+
+def _block_size(dtype: str, chunks: Sequence[Any]) -> int:
+    if dtype == STRING:
+        return 8 * (len(chunks) + 1) + sum(len(x) for x in chunks)
+    return sum(_nbytes(c) for c in chunks)
+
+
+def _nbytes(c: Any) -> int:
+    return c.nbytes if hasattr(c, "nbytes") else len(c)
+
+
+def payload_size(head: list[Any], tensors: Sequence[TensorSpec]) -> tuple[bytes, int, list[int]]:
+    """(meta bytes, total payload size, block sizes) for `write`."""
+    table = []
+    off = 0
+    sizes = []
+    for name, dtype, shape, chunks in tensors:
+        n = _block_size(dtype, chunks)
+        sizes.append(n)
+        table.append([name, DTYPE_CODES[dtype], list(shape), off, n])
+        off = align(off + n)
+    meta = msgpack.packb([*head, table], use_bin_type=True)
+    return meta, align(4 + len(meta)) + off, sizes
+
+
+def write(ring: Ring, kind: int, head: list[Any], tensors: Sequence[TensorSpec]) -> int | None:
+    """Write one record; return its seq, or None if the ring has no room now.
+
+    Raises ring.RecordTooLarge when it could never fit.
+    """
+    meta, total, sizes = payload_size(head, tensors)
+    view = ring.try_reserve(total)
+    if view is None:
+        return None
+    U32.pack_into(view, 0, len(meta))
+    mlen = len(meta)
+    view[4 : 4 + mlen] = meta
+    pos = align(4 + mlen)
+    for (_, dtype, _, chunks), size in zip(tensors, sizes, strict=True):
+        if dtype == STRING:
+            _write_strings(view, pos, chunks)
+        else:
+            p = pos
+            for c in chunks:
+                b = memoryview(c).cast("B") if not isinstance(c, (bytes, bytearray)) else c
+                n = len(b)
+                view[p : p + n] = b
+                p += n
+        pos = align(pos + size)
+    view.release()
+    return ring.commit(kind)
+
+
+def _write_strings(view: memoryview, pos: int, items: Sequence[bytes]) -> None:
+    n = len(items)
+    offs = np.zeros(n + 1, dtype="<u8")
+    if n:
+        np.cumsum([len(x) for x in items], out=offs[1:])
+    base = pos + 8 * (n + 1)
+    view[pos:base] = offs.tobytes()
+    for x, o in zip(items, offs[:-1].tolist(), strict=True):
+        view[base + o : base + o + len(x)] = x
+
+
+def read(payload: memoryview) -> tuple[list[Any], dict[str, np.ndarray[Any, Any]]]:
+    """Decode a record payload into (head, {name: array}); arrays view the ring.
+
+    Every length and offset is checked against the payload before use.
+    """
+    size = len(payload)
+    if size < 4:
+        raise RingCorrupt("record payload shorter than its meta length")
+    (mlen,) = U32.unpack_from(payload, 0)
+    if 4 + mlen > size:
+        raise RingCorrupt(f"record meta of {mlen} bytes overruns a {size}-byte payload")
+    try:
+        meta = msgpack.unpackb(payload[4 : 4 + mlen], raw=False)
+        *head, table = meta
+    except Exception as exc:
+        raise RingCorrupt(f"record meta is not valid: {exc}") from None
+    base = align(4 + mlen)
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for entry in table:
+        name, code, shape, off, nbytes = entry
+        dtype = CODE_DTYPES.get(code)
+        if dtype is None or off < 0 or nbytes < 0 or base + off + nbytes > size:
+            raise RingCorrupt(f"record tensor {name!r}: bad dtype or extent")
+        n = count(shape)
+        if dtype == STRING:
+            out[name] = _read_strings(payload, base + off, nbytes, n).reshape(shape)
+        else:
+            dt = NUMPY[dtype]
+            if n * dt.itemsize != nbytes:
+                raise RingCorrupt(f"record tensor {name!r}: {nbytes} bytes for shape {shape}")
+            out[name] = np.frombuffer(payload, dtype=dt, count=n, offset=base + off).reshape(shape)
+    return head, out
+
+
+def _read_strings(payload: memoryview, pos: int, nbytes: int, n: int) -> np.ndarray[Any, Any]:
+    table = 8 * (n + 1)
+    if table > nbytes:
+        raise RingCorrupt("string tensor: offsets overrun the block")
+    offs = np.frombuffer(payload, dtype="<u8", count=n + 1, offset=pos).tolist()
+    data = pos + table
+    limit = nbytes - table
+    if offs[0] != 0 or offs[-1] > limit or any(a > b for a, b in zip(offs, offs[1:], strict=False)):
+        raise RingCorrupt("string tensor: offsets out of order or out of bounds")
+    out = np.empty(n, dtype=object)
+    for i in range(n):
+        out[i] = bytes(payload[data + offs[i] : data + offs[i + 1]])
+    return out

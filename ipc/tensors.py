@@ -1,0 +1,145 @@
+"""Tensors on the wire and in shared memory: the dtype table, checks, numpy views.
+
+Wire form (protocol.md): {"dtype": str, "shape": [int], "data": bin} in C order,
+little-endian; for dtype "string", "data" is an array of prod(shape) bin items.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import INVALID_ARGUMENT, ProtocolError
+
+# Code numbers are used in ring records; never renumber.
+DTYPE_CODES: dict[str, int] = {
+    "bool": 1,
+    "int8": 2,
+    "int16": 3,
+    "int32": 4,
+    "int64": 5,
+    "uint8": 6,
+    "uint16": 7,
+    "uint32": 8,
+    "uint64": 9,
+    "float16": 10,
+    "float32": 11,
+    "float64": 12,
+    "string": 13,
+}
+CODE_DTYPES: dict[int, str] = {v: k for k, v in DTYPE_CODES.items()}
+NUMPY: dict[str, np.dtype[Any]] = {
+    name: np.dtype(name).newbyteorder("<") for name in DTYPE_CODES if name != "string"
+}
+STRING = "string"
+
+
+def itemsize(dtype: str) -> int:
+    return NUMPY[dtype].itemsize
+
+
+def dtype_name(dt: np.dtype[Any]) -> str:
+    """Protocol name of a numpy dtype; object/bytes/str arrays are `string`."""
+    if dt.kind in "OSU":
+        return STRING
+    name = dt.name
+    if name not in NUMPY:
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"dtype: expected one of {sorted(DTYPE_CODES)}, received {name}"
+        )
+    return name
+
+
+def count(shape: list[int] | tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def check_wire_tensor(field: str, t: Any) -> tuple[str, list[int], Any]:
+    """Validate the envelope of a wire tensor; return (dtype, shape, data-or-shm).
+
+    `field` names the tensor in messages (e.g. "inputs.x").
+    """
+    if not isinstance(t, dict):
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"{field}: expected a tensor map, received {type(t).__name__}"
+        )
+    dtype = t.get("dtype")
+    if dtype not in DTYPE_CODES:
+        raise ProtocolError(
+            INVALID_ARGUMENT,
+            f"{field}.dtype: expected one of {sorted(DTYPE_CODES)}, received {dtype!r}",
+        )
+    shape = t.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise ProtocolError(
+            INVALID_ARGUMENT,
+            f"{field}.shape: expected a list of non-negative integers, received {shape!r}",
+        )
+    extra = set(t) - {"dtype", "shape", "data", "shm"}
+    if extra:
+        raise ProtocolError(
+            INVALID_ARGUMENT,
+            f"{field}: unexpected keys {sorted(map(str, extra))}; "
+            "expected dtype, shape and data or shm",
+        )
+    if "shm" in t:
+        if "data" in t:
+            raise ProtocolError(INVALID_ARGUMENT, f"{field}: expected data or shm, received both")
+        return dtype, shape, t["shm"]
+    data = t.get("data")
+    n = count(shape)
+    if dtype == STRING:
+        if not isinstance(data, list) or not all(isinstance(x, bytes) for x in data):
+            raise ProtocolError(
+                INVALID_ARGUMENT,
+                f"{field}.data: expected an array of bin items for dtype string, "
+                f"received {type(data).__name__}",
+            )
+        if len(data) != n:
+            raise ProtocolError(
+                INVALID_ARGUMENT,
+                f"{field}.data: expected {n} items for shape {shape}, received {len(data)}",
+            )
+        return dtype, shape, data
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"{field}.data: expected bin, received {type(data).__name__}"
+        )
+    want = n * itemsize(dtype)
+    if len(data) != want:
+        raise ProtocolError(
+            INVALID_ARGUMENT,
+            f"{field}.data: expected {want} bytes ({n} x {dtype} for shape {shape}), "
+            f"received {len(data)}",
+        )
+    return dtype, shape, data
+
+
+def to_wire(arr: Any) -> dict[str, Any]:
+    """Encode an array-like as a wire tensor. Numeric data is sent as raw bytes."""
+    a = np.asarray(arr)
+    dtype = dtype_name(a.dtype)
+    shape = list(a.shape)
+    if dtype == STRING:
+        items = [x if isinstance(x, bytes) else str(x).encode() for x in a.reshape(-1).tolist()]
+        return {"dtype": dtype, "shape": shape, "data": items}
+    a = np.ascontiguousarray(a, dtype=NUMPY[dtype])
+    return {"dtype": dtype, "shape": shape, "data": memoryview(a).cast("B")}
+
+
+def from_wire(t: dict[str, Any]) -> np.ndarray[Any, Any]:
+    dtype, shape, data = check_wire_tensor("tensor", t)
+    if dtype == STRING:
+        out = np.empty(count(shape), dtype=object)
+        out[:] = data
+        return out.reshape(shape)
+    return np.frombuffer(data, dtype=NUMPY[dtype]).reshape(shape)
+
+
+def shape_matches(want: list[int], got: list[int]) -> bool:
+    """`want` uses -1 for unknown dims; an unknown rank is None upstream."""
+    return len(want) == len(got) and all(w == -1 or w == g for w, g in zip(want, got, strict=True))

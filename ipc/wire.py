@@ -1,0 +1,187 @@
+"""Framing and message shapes of the wire protocol (protocol.md, version 1). Pure.
+
+A frame is a 4-byte unsigned big-endian length L, then L bytes holding one msgpack
+map. `FrameDecoder` is incremental (bytes in, bodies out) and never allocates a body
+larger than `max_frame_bytes`; it reports an oversize length instead so the caller
+can answer RESOURCE_EXHAUSTED and close.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from .errors import INVALID_ARGUMENT, ProtocolError
+
+HEADER = struct.Struct(">I")
+MAX_UINT64 = (1 << 64) - 1
+
+
+class FrameTooLarge(Exception):
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"frame length {length} exceeds max_frame_bytes {limit}")
+        self.length = length
+        self.limit = limit
+
+
+def pack(obj: dict[str, Any]) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def pack_parts(obj: dict[str, Any]) -> list[bytes | memoryview]:
+    """Like `pack`, but a large `bytes`/`memoryview` value is returned as its own part.
+
+    Lets a sender hand tensor bytes straight to writev/sendmsg instead of copying them
+    into one msgpack buffer first.
+    """
+    parts: list[bytes | memoryview] = []
+    buf = bytearray()
+    _encode(obj, buf, parts)
+    parts.append(bytes(buf))
+    total = sum(len(p) for p in parts)
+    return [HEADER.pack(total), *parts]
+
+
+_INLINE_LIMIT = 4096
+
+
+def _encode(obj: Any, buf: bytearray, parts: list[bytes | memoryview]) -> None:
+    if isinstance(obj, dict):
+        n = len(obj)
+        if n < 16:
+            buf.append(0x80 | n)
+        else:
+            buf += b"\xde" + struct.pack(">H", n) if n < 65536 else b"\xdf" + struct.pack(">I", n)
+        for k, v in obj.items():
+            _encode(k, buf, parts)
+            _encode(v, buf, parts)
+    elif isinstance(obj, (list, tuple)) and any(isinstance(x, (dict, memoryview)) for x in obj):
+        n = len(obj)
+        if n < 16:
+            buf.append(0x90 | n)
+        else:
+            buf += b"\xdc" + struct.pack(">H", n) if n < 65536 else b"\xdd" + struct.pack(">I", n)
+        for v in obj:
+            _encode(v, buf, parts)
+    elif isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) > _INLINE_LIMIT:
+        n = len(obj)
+        buf += b"\xc6" + struct.pack(">I", n)
+        parts.append(bytes(buf))
+        buf.clear()
+        parts.append(obj if isinstance(obj, (bytes, memoryview)) else bytes(obj))
+    elif isinstance(obj, memoryview):
+        buf += msgpack.packb(obj.tobytes(), use_bin_type=True)
+    else:
+        buf += msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack_body(body: bytes | memoryview) -> Any:
+    """Decode one frame body. Raises ProtocolError(INVALID_ARGUMENT) on any bad msgpack."""
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_no_ext)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(INVALID_ARGUMENT, f"frame body is not valid msgpack: {exc}") from None
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(
+        INVALID_ARGUMENT, f"msgpack extension types are not accepted (received ext type {code})"
+    )
+
+
+class FrameDecoder:
+    """Incremental frame splitter.
+
+    Bodies that arrive whole inside one chunk are returned as views of that chunk (no
+    copy); a body spread over several chunks is gathered into one buffer of exactly its
+    length, allocated only once its length has been checked against the limit. A
+    returned body is valid until the next call to `feed`.
+    """
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._head = bytearray()
+        self._body: bytearray | None = None
+        self._filled = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
+        """Return the complete frame bodies; raise FrameTooLarge on an oversize length."""
+        out: list[memoryview] = []
+        mv = memoryview(data).cast("B")
+        pos, end = 0, len(mv)
+        while pos < end:
+            body = self._body
+            if body is not None:
+                take = min(len(body) - self._filled, end - pos)
+                body[self._filled : self._filled + take] = mv[pos : pos + take]
+                self._filled += take
+                pos += take
+                if self._filled == len(body):
+                    out.append(memoryview(body))
+                    self._body = None
+                continue
+            if self._head or end - pos < 4:
+                need = 4 - len(self._head)
+                self._head += mv[pos : pos + need]
+                pos += min(need, end - pos)
+                if len(self._head) < 4:
+                    break
+                (length,) = HEADER.unpack(self._head)
+                self._head.clear()
+            else:
+                (length,) = HEADER.unpack_from(mv, pos)
+                pos += 4
+            if length > self.max_frame_bytes:
+                raise FrameTooLarge(length, self.max_frame_bytes)
+            if end - pos >= length:
+                out.append(mv[pos : pos + length])
+                pos += length
+            else:
+                self._body = bytearray(length)
+                self._filled = 0
+        return out
+
+    @property
+    def buffered(self) -> int:
+        return len(self._head) + (self._filled if self._body is not None else 0)
+
+
+def request_id(msg: Any) -> int | None:
+    """The `id` of a decoded request if it is a valid uint64, else None."""
+    if isinstance(msg, dict):
+        rid = msg.get("id")
+        if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid <= MAX_UINT64:
+            return rid
+    return None
+
+
+def check_request(msg: Any) -> tuple[int, str]:
+    """Validate the envelope of a request; return (id, op)."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"frame body: expected a msgpack map, received {type(msg).__name__}"
+        )
+    rid = request_id(msg)
+    if rid is None:
+        got = msg.get("id", "<absent>")
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"field 'id': expected an unsigned 64-bit integer, received {got!r}"
+        )
+    op = msg.get("op")
+    if not isinstance(op, str):
+        got = msg.get("op", "<absent>")
+        raise ProtocolError(INVALID_ARGUMENT, f"field 'op': expected a string, received {got!r}")
+    return rid, op
+
+
+def ok(rid: int | None, **fields: Any) -> dict[str, Any]:
+    return {"id": rid, "ok": True, **fields}
+
+
+def error(rid: int | None, code: str, message: str) -> dict[str, Any]:
+    return {"id": rid, "ok": False, "error": {"code": code, "message": message}}

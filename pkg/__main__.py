@@ -1,0 +1,3 @@
+from ringserve.runtime.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The server side: configuration, supervisor, workers, command line."""

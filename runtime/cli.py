@@ -1,0 +1,75 @@
+"""The `ringserve` command: serve, check-config, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, demo_config, load
+
+
+def _config(path: str | None) -> Config:
+    path = path or os.environ.get("RINGSERVE_CONFIG")
+    if path:
+        return load(path)
+    base = demo_model_path()
+    return demo_config(base, tcp="127.0.0.1:8700", unix=default_demo_socket())
+
+
+def default_demo_socket() -> str:
+    run = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return os.path.join(run, "ringserve-demo.sock")
+
+
+def demo_model_path() -> Path:
+    """Build the demo model once (in a child: this process must not load TensorFlow)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ringserve"
+    base = cache / "demo-mlp"
+    if not (base / "1" / "saved_model.pb").exists():
+        base.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "ringserve.runtime.worker.demo_model", str(base)],
+            check=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+    return base
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ringserve", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the server (default: the built-in demo model)")
+    s.add_argument("--config", help="TOML file (or $RINGSERVE_CONFIG)")
+    c = sub.add_parser("check-config", help="validate a config file and exit")
+    c.add_argument("file")
+    d = sub.add_parser("demo", help="build the demo model, serve it, query it, stop")
+    d.add_argument("--requests", type=int, default=500)
+    d.add_argument("--concurrency", type=int, default=8)
+    args = p.parse_args(argv)
+
+    if args.cmd == "check-config":
+        try:
+            cfg = load(args.file)
+        except ConfigError as exc:
+            print(f"ringserve: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.file}: ok ({len(cfg.models)} models)")
+        return 0
+    if args.cmd == "serve":
+        try:
+            cfg = _config(args.config)
+        except ConfigError as exc:
+            print(f"ringserve: {exc}", file=sys.stderr)
+            return 2
+        from . import systemd
+        from .supervisor import run
+
+        return run(cfg, systemd.listen_sockets())
+    if args.cmd == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.requests, args.concurrency)
+    return 2

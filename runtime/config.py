@@ -1,0 +1,405 @@
+"""Typed server configuration: TOML loading and validation (config.md).
+
+Every key is checked before anything binds: an unknown key, a wrong type or an
+impossible value raises ConfigError with one message naming the file, the key, what
+was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    kind: str  # "latest" | "all" | "specific"
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve among those found on disk (ascending)."""
+        found = sorted(available)
+        if self.kind == "all":
+            return found
+        if self.kind == "specific":
+            return [v for v in found if v in self.specific]
+        return found[-self.latest :] if found else []
+
+    def describe(self) -> Any:
+        if self.kind == "specific":
+            return {"specific": list(self.specific)}
+        if self.kind == "latest" and self.latest != 1:
+            return {"latest": self.latest}
+        return self.kind
+
+
+@dataclass(frozen=True)
+class WorkerOverride:
+    """Per-worker settings that replace the group's (e.g. one worker per NUMA node)."""
+
+    device: str | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    cpu_affinity: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Instances:
+    count: int = 1
+    devices: tuple[str, ...] = ("cpu",)
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    cpu_affinity: tuple[tuple[int, ...], ...] = ()
+    gpu_memory_mb: int = 0
+    gpu_memory_fraction: float = 0.0
+    workers: tuple[WorkerOverride, ...] = ()
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_batch_size: int = 32
+    batch_timeout_us: int = 1000
+    allowed_batch_sizes: tuple[int, ...] = ()
+    max_queue: int = 1024
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    base_path: Path
+    version_policy: VersionPolicy = VersionPolicy("latest")
+    instances: Instances = Instances()
+    batching: Batching | None = None
+    max_queue: int = 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    tcp: str = "127.0.0.1:8700"
+    unix: str = "/run/ringserve/ringserve.sock"
+    unix_mode: int = 0o660
+    max_frame_bytes: int = 256 * 1024 * 1024
+    metrics: str = ""
+    auth_token_file: str = ""
+    name: str = "default"
+    ring_bytes: int = 64 * 1024 * 1024
+    max_inflight_per_connection: int = 1024
+    worker_inflight: int = 2
+    default_timeout_ms: int = 0
+    grace_seconds: float = 30.0
+    heartbeat_timeout_seconds: float = 60.0
+    version_poll_seconds: float = 5.0
+    worker_start_timeout_seconds: float = 120.0
+    max_spin_us: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    models: tuple[ModelConfig, ...] = ()
+    path: str = "<defaults>"
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DEVICE = re.compile(r"^(cpu|gpu:\d+)$")
+
+
+class _V:
+    """Validation context: the file name and a key path for messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, key: str, expected: str, got: Any) -> ConfigError:
+        return ConfigError(f"{self.path}: key '{key}': expected {expected}, received {got!r}")
+
+    def table(self, key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, "a table", value)
+        for k in value:
+            if k not in allowed:
+                full = f"{key}.{k}" if key else k
+                raise ConfigError(
+                    f"{self.path}: key '{full}': unknown key; expected one of {sorted(allowed)}"
+                )
+        return value
+
+    def int_(self, key: str, v: Any, lo: int = 0, hi: int | None = None) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise self.fail(key, f"an integer {rng}", v)
+        return v
+
+    def num(self, key: str, v: Any, lo: float = 0.0) -> float:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < lo:
+            raise self.fail(key, f"a number >= {lo}", v)
+        return float(v)
+
+    def str_(self, key: str, v: Any) -> str:
+        if not isinstance(v, str):
+            raise self.fail(key, "a string", v)
+        return v
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    p = str(path)
+    try:
+        with open(p, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse(raw, p, base_dir=Path(p).resolve().parent)
+
+
+def parse(raw: dict[str, Any], path: str = "<config>", base_dir: Path | None = None) -> Config:
+    v = _V(path)
+    v.table("", raw, {"server", "models"})
+    server = _server(v, raw.get("server", {}))
+    models_raw = raw.get("models", [])
+    if not isinstance(models_raw, list):
+        raise v.fail("models", "an array of tables ([[models]])", models_raw)
+    models = tuple(_model(v, i, m, base_dir) for i, m in enumerate(models_raw))
+    names = [m.name for m in models]
+    for n in names:
+        if names.count(n) > 1:
+            raise v.fail("models.name", "unique model names", n)
+    return Config(server=server, models=models, path=path)
+
+
+_SERVER_KEYS = set(ServerConfig.__dataclass_fields__)
+
+
+def _server(v: _V, raw: Any) -> ServerConfig:
+    t = v.table("server", raw, _SERVER_KEYS)
+    d = ServerConfig()
+    out: dict[str, Any] = {}
+    for k in ("tcp", "metrics"):
+        if k in t:
+            out[k] = _hostport(v, f"server.{k}", t[k])
+    if "unix" in t:
+        out["unix"] = v.str_("server.unix", t["unix"])
+    if "auth_token_file" in t:
+        out["auth_token_file"] = v.str_("server.auth_token_file", t["auth_token_file"])
+        if out["auth_token_file"] and not os.path.isfile(out["auth_token_file"]):
+            raise v.fail("server.auth_token_file", "a readable file", out["auth_token_file"])
+    if "name" in t:
+        name = v.str_("server.name", t["name"])
+        if not _NAME.match(name):
+            raise v.fail("server.name", "letters, digits, '_', '.', '-' (max 64)", name)
+        out["name"] = name
+    if "unix_mode" in t:
+        out["unix_mode"] = v.int_("server.unix_mode", t["unix_mode"], 0, 0o777)
+    ints = {
+        "max_frame_bytes": 64,
+        "ring_bytes": 64 * 1024,
+        "max_inflight_per_connection": 1,
+        "worker_inflight": 1,
+        "default_timeout_ms": 0,
+        "max_spin_us": 0,
+    }
+    for k, lo in ints.items():
+        if k in t:
+            out[k] = v.int_(f"server.{k}", t[k], lo)
+    if "ring_bytes" in out and out["ring_bytes"] % 4096:
+        raise v.fail("server.ring_bytes", "a multiple of 4096", out["ring_bytes"])
+    for k in (
+        "grace_seconds",
+        "heartbeat_timeout_seconds",
+        "version_poll_seconds",
+        "worker_start_timeout_seconds",
+    ):
+        if k in t:
+            out[k] = v.num(f"server.{k}", t[k], 0.0)
+    if not out.get("tcp", d.tcp) and not out.get("unix", d.unix):
+        raise v.fail("server.tcp", "a listener: tcp or unix must be set", "")
+    return ServerConfig(**{**d.__dict__, **out})
+
+
+def _hostport(v: _V, key: str, s: Any) -> str:
+    s = v.str_(key, s)
+    if not s:
+        return s
+    host, sep, port = s.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise v.fail(key, '"host:port" or ""', s)
+    return s
+
+
+_MODEL_KEYS = {"name", "base_path", "version_policy", "instances", "batching", "max_queue"}
+_INSTANCE_KEYS = set(Instances.__dataclass_fields__)
+_BATCH_KEYS = set(Batching.__dataclass_fields__)
+_OVERRIDE_KEYS = set(WorkerOverride.__dataclass_fields__)
+
+
+def _model(v: _V, i: int, raw: Any, base_dir: Path | None) -> ModelConfig:
+    k = f"models[{i}]"
+    t = v.table(k, raw, _MODEL_KEYS)
+    if "name" not in t:
+        raise v.fail(f"{k}.name", "a model name", "<absent>")
+    name = v.str_(f"{k}.name", t["name"])
+    if not _NAME.match(name):
+        raise v.fail(f"{k}.name", "letters, digits, '_', '.', '-' (max 64)", name)
+    if "base_path" not in t:
+        raise v.fail(f"{k}.base_path", "a folder path", "<absent>")
+    bp = Path(v.str_(f"{k}.base_path", t["base_path"]))
+    if not bp.is_absolute() and base_dir is not None:
+        bp = base_dir / bp
+    if not bp.is_dir():
+        raise v.fail(f"{k}.base_path", "an existing folder of numbered versions", str(bp))
+    policy = _policy(v, f"{k}.version_policy", t.get("version_policy", "latest"))
+    inst = _instances(v, f"{k}.instances", t.get("instances", {}))
+    batching = None
+    if "batching" in t:
+        bt = v.table(f"{k}.batching", t["batching"], _BATCH_KEYS)
+        d = Batching()
+        mbs = v.int_(f"{k}.batching.max_batch_size", bt.get("max_batch_size", d.max_batch_size), 1)
+        allowed = bt.get("allowed_batch_sizes", [])
+        if not isinstance(allowed, list):
+            raise v.fail(f"{k}.batching.allowed_batch_sizes", "a list of integers", allowed)
+        sizes = tuple(v.int_(f"{k}.batching.allowed_batch_sizes", x, 1) for x in allowed)
+        if sizes and (list(sizes) != sorted(set(sizes)) or sizes[-1] != mbs):
+            raise v.fail(
+                f"{k}.batching.allowed_batch_sizes",
+                f"increasing sizes ending at max_batch_size ({mbs})",
+                list(sizes),
+            )
+        batching = Batching(
+            max_batch_size=mbs,
+            batch_timeout_us=v.int_(
+                f"{k}.batching.batch_timeout_us", bt.get("batch_timeout_us", d.batch_timeout_us)
+            ),
+            allowed_batch_sizes=sizes,
+            max_queue=v.int_(f"{k}.batching.max_queue", bt.get("max_queue", d.max_queue), 1),
+        )
+    max_queue = v.int_(f"{k}.max_queue", t.get("max_queue", 1024), 1)
+    if batching is not None:
+        max_queue = batching.max_queue
+    return ModelConfig(name, bp, policy, inst, batching, max_queue)
+
+
+def _policy(v: _V, key: str, raw: Any) -> VersionPolicy:
+    if raw in ("latest", "all"):
+        return VersionPolicy(raw)
+    if isinstance(raw, dict) and len(raw) == 1:
+        if "latest" in raw:
+            return VersionPolicy("latest", latest=v.int_(f"{key}.latest", raw["latest"], 1))
+        if "specific" in raw:
+            spec = raw["specific"]
+            if not isinstance(spec, list) or not spec:
+                raise v.fail(f"{key}.specific", "a non-empty list of version numbers", spec)
+            return VersionPolicy(
+                "specific", specific=tuple(v.int_(f"{key}.specific", x, 1) for x in spec)
+            )
+    raise v.fail(key, '"latest", "all", {latest = N} or {specific = [...]}', raw)
+
+
+def _cpuset(v: _V, key: str, raw: Any) -> tuple[int, ...]:
+    """A CPU set: a list of CPU numbers or a string like "0,2-3"."""
+    cpus: list[int] = []
+    if isinstance(raw, str):
+        for part in raw.split(","):
+            a, _, b = part.strip().partition("-")
+            if not a.isdigit() or (b and not b.isdigit()):
+                raise v.fail(key, 'a CPU set like [0, 1] or "0-1"', raw)
+            cpus.extend(range(int(a), int(b or a) + 1))
+    elif isinstance(raw, list):
+        cpus = [v.int_(key, x, 0) for x in raw]
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        cpus = [v.int_(key, raw, 0)]
+    else:
+        raise v.fail(key, 'a CPU set like [0, 1] or "0-1"', raw)
+    if not cpus:
+        raise v.fail(key, "a non-empty CPU set", raw)
+    ncpu = os.cpu_count() or 1
+    for c in cpus:
+        if c >= ncpu:
+            raise v.fail(key, f"CPU numbers below {ncpu} (this machine's count)", c)
+    return tuple(sorted(set(cpus)))
+
+
+def _device(v: _V, key: str, d: Any) -> str:
+    if not isinstance(d, str) or not _DEVICE.match(d):
+        raise v.fail(key, '"cpu" or "gpu:N"', d)
+    return d
+
+
+def _instances(v: _V, key: str, raw: Any) -> Instances:
+    t = v.table(key, raw, _INSTANCE_KEYS)
+    d = Instances()
+    count = v.int_(f"{key}.count", t.get("count", d.count), 1, 256)
+    devices = t.get("devices", list(d.devices))
+    if not isinstance(devices, list) or not devices:
+        raise v.fail(f"{key}.devices", 'a non-empty list like ["cpu"] or ["gpu:0"]', devices)
+    devs = tuple(_device(v, f"{key}.devices", x) for x in devices)
+    aff = t.get("cpu_affinity", [])
+    if not isinstance(aff, list):
+        raise v.fail(f"{key}.cpu_affinity", "a list of CPU sets", aff)
+    if aff and all(isinstance(x, int) and not isinstance(x, bool) for x in aff):
+        aff = [aff]  # one set for every worker
+    sets = tuple(_cpuset(v, f"{key}.cpu_affinity", x) for x in aff)
+    frac = v.num(f"{key}.gpu_memory_fraction", t.get("gpu_memory_fraction", 0.0))
+    if frac > 1.0:
+        raise v.fail(f"{key}.gpu_memory_fraction", "a number in [0, 1]", frac)
+    workers_raw = t.get("workers", [])
+    if not isinstance(workers_raw, list):
+        raise v.fail(f"{key}.workers", "an array of tables", workers_raw)
+    overrides = []
+    for j, w in enumerate(workers_raw):
+        wk = f"{key}.workers[{j}]"
+        wt = v.table(wk, w, _OVERRIDE_KEYS)
+        overrides.append(
+            WorkerOverride(
+                device=_device(v, f"{wk}.device", wt["device"]) if "device" in wt else None,
+                intra_op_threads=v.int_(f"{wk}.intra_op_threads", wt["intra_op_threads"], 0)
+                if "intra_op_threads" in wt
+                else None,
+                inter_op_threads=v.int_(f"{wk}.inter_op_threads", wt["inter_op_threads"], 0)
+                if "inter_op_threads" in wt
+                else None,
+                cpu_affinity=_cpuset(v, f"{wk}.cpu_affinity", wt["cpu_affinity"])
+                if "cpu_affinity" in wt
+                else None,
+            )
+        )
+    if len(overrides) > count:
+        raise v.fail(f"{key}.workers", f"at most count ({count}) entries", len(overrides))
+    return Instances(
+        count=count,
+        devices=devs,
+        intra_op_threads=v.int_(
+            f"{key}.intra_op_threads", t.get("intra_op_threads", d.intra_op_threads), 0
+        ),
+        inter_op_threads=v.int_(
+            f"{key}.inter_op_threads", t.get("inter_op_threads", d.inter_op_threads), 0
+        ),
+        cpu_affinity=sets,
+        gpu_memory_mb=v.int_(f"{key}.gpu_memory_mb", t.get("gpu_memory_mb", 0), 0),
+        gpu_memory_fraction=frac,
+        workers=tuple(overrides),
+    )
+
+
+def list_versions(base_path: Path) -> list[int]:
+    """Numbered version folders under base_path (not checked for completeness)."""
+    try:
+        return sorted(int(p.name) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit())
+    except OSError:
+        return []
+
+
+def demo_config(base_path: Path, tcp: str, unix: str) -> Config:
+    model = ModelConfig(name="demo", base_path=base_path)
+    return Config(server=ServerConfig(tcp=tcp, unix=unix), models=(model,), path="<demo>")
+
+

@@ -1,0 +1,168 @@
+"""Worker process entry: settings before TensorFlow, then the serving loop.
+
+The spec arrives as JSON in RINGSERVE_WORKER_SPEC; the rings and eventfds arrive as
+inherited file descriptors. Exit codes: 0 stopped, 3 failed to load (the supervisor
+does not retry fast), 4 parent gone, 5 ring corrupt.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ringserve.ipc import control, layout, records, shm, wake
+from ringserve.ipc.ring import RecordTooLarge, Ring, RingCorrupt
+
+EXIT_OK = 0
+EXIT_LOAD_FAILED = 3
+EXIT_ORPHANED = 4
+EXIT_CORRUPT = 5
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(EXIT_ORPHANED)
+
+
+def configure_process(spec: dict[str, Any]) -> None:
+    """Everything that must happen before `import tensorflow`."""
+    place = spec["placement"]
+    if place["cpu_affinity"]:
+        os.sched_setaffinity(0, place["cpu_affinity"])
+    from ringserve.runtime.placement import device_env
+
+    os.environ.update(device_env(place["device"]))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TF reads these at context creation too; set both ways so a GPU build agrees.
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(place["intra_op_threads"])
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(place["inter_op_threads"])
+
+
+def main() -> None:
+    spec = json.loads(os.environ["RINGSERVE_WORKER_SPEC"])
+    parent = int(spec["parent_pid"])
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; TERM kills
+    configure_process(spec)
+    ctl = int(spec["ctl_fd"])
+    req_seg = shm.attach(spec["req_fd"], spec["segment_bytes"])
+    resp_seg = shm.attach(spec["resp_fd"], spec["segment_bytes"])
+    req = Ring(req_seg.map)
+    resp = Ring(resp_seg.map)
+    place = spec["placement"]
+    try:
+        from . import model as M
+
+        M.configure(
+            place["intra_op_threads"],
+            place["inter_op_threads"],
+            place["device"],
+            place["gpu_memory_mb"],
+            place["gpu_memory_fraction"],
+        )
+        loaded = M.LoadedModel(Path(spec["path"]))
+        t0 = time.perf_counter()
+        warm = loaded.warmup()
+        info = {
+            "t": "ready",
+            "pid": os.getpid(),
+            "signatures": loaded.metadata(),
+            "load_seconds": loaded.load_seconds,
+            "warmup_seconds": time.perf_counter() - t0,
+            "warmup_runs": warm,
+            "cpu_affinity": sorted(os.sched_getaffinity(0)),
+            **M.observed(place["device"]),
+        }
+    except BaseException as exc:  # report any load failure, then exit distinctly
+        msg = f"{type(exc).__name__}: {exc}"
+        sys.stderr.write(f"ringserve worker {spec['label']}: load failed: {msg}\n")
+        traceback.print_exc()
+        control.send(ctl, {"t": "failed", "message": msg})
+        os._exit(EXIT_LOAD_FAILED)
+    control.send(ctl, info)
+    code = serve(spec, loaded, req, resp, M)
+    sys.stderr.flush()
+    # Skip TensorFlow's slow teardown; nothing here needs it.
+    os._exit(code)
+
+
+def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> int:
+    req_efd, resp_efd = int(spec["req_efd"]), int(spec["resp_efd"])
+    parent = int(spec["parent_pid"])
+    words = req.words
+    waiter = wake.Waiter(req_efd, req.readable, max_spin_us=int(spec.get("max_spin_us", 1000)))
+    sigs = loaded.signatures
+    clock = time.monotonic_ns
+    while True:
+        words[layout.W_BEAT] = clock()
+        if not waiter.wait(1.0):
+            if os.getppid() != parent:
+                return EXIT_ORPHANED
+            continue
+        try:
+            rec = req.peek()
+        except RingCorrupt as exc:
+            sys.stderr.write(f"ringserve worker {spec['label']}: {exc}\n")
+            return EXIT_CORRUPT
+        if rec is None:
+            continue
+        if rec.kind == layout.KIND_STOP:
+            req.release()
+            return EXIT_OK
+        t0 = time.perf_counter_ns()
+        try:
+            head, inputs = records.read(rec.payload)
+        except RingCorrupt as exc:
+            sys.stderr.write(f"ringserve worker {spec['label']}: {exc}\n")
+            return EXIT_CORRUPT
+        rid, sig_name, wanted = head[0], head[1], head[2]
+        words[layout.W_BUSY] = rid
+        outputs: list[records.TensorSpec] = []
+        code, message = "", ""
+        try:
+            result = sigs[sig_name](inputs)
+            names = wanted if wanted else sorted(result)
+            for name in names:
+                a = M.to_numpy(result[name])
+                dt = "string" if a.dtype.kind in "OSU" else a.dtype.name
+                chunks = list(a.reshape(-1)) if dt == "string" else [a]
+                outputs.append((name, dt, a.shape, chunks))
+        except Exception as exc:
+            code, message = M.tf_error_code(exc), f"{type(exc).__name__}: {exc}"
+            outputs = []
+        del inputs
+        busy = time.perf_counter_ns() - t0
+        _respond(resp, resp_efd, [rid, code, message, busy], outputs, parent)
+        words[layout.W_BUSY] = 0
+        req.release()
+        wake.signal(resp_efd)
+
+
+def _respond(
+    resp: Ring, efd: int, head: list[Any], outputs: list[records.TensorSpec], parent: int
+) -> None:
+    try:
+        while records.write(resp, layout.KIND_RESPONSE, head, outputs) is None:
+            # The frontend drains responses continuously; a full ring means it is slow.
+            wake.signal(efd)
+            time.sleep(0.0002)
+            if os.getppid() != parent:
+                os._exit(EXIT_ORPHANED)
+    except RecordTooLarge as exc:
+        head = [head[0], "RESOURCE_EXHAUSTED", f"outputs: {exc}", head[3]]
+        while records.write(resp, layout.KIND_RESPONSE, head, []) is None:
+            time.sleep(0.0002)

@@ -1,0 +1,152 @@
+"""A loaded SavedModel version: signature metadata, warm-up and the call. Imports TF.
+
+Import this module only after `main.configure_process` has set the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from ringserve.ipc.tensors import DTYPE_CODES, STRING
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+
+
+def configure(intra: int, inter: int, device: str, mem_mb: int, mem_frac: float) -> None:
+    """Threads and GPU memory; must run before TensorFlow creates its context."""
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    if device.startswith("gpu:"):
+        for gpu in tf.config.list_physical_devices("GPU"):
+            limit = mem_mb
+            if not limit and mem_frac:
+                info = tf.config.experimental.get_device_details(gpu)
+                total = info.get("memory_limit_bytes") or 0
+                limit = int(total * mem_frac / 2**20) if total else 0
+            if limit:
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)]
+                )
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def observed(device: str) -> dict[str, Any]:
+    """Settings as TensorFlow inside this process reports them."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return {
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "device": device if (gpus or device == "cpu") else "cpu",
+        "tf_devices": [d.name for d in tf.config.list_logical_devices()],
+        "visible_gpus": [d.name for d in gpus],
+        "memory_growth": [
+            bool(tf.config.experimental.get_memory_growth(g))
+            for g in tf.config.list_physical_devices("GPU")
+        ],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "tf_version": tf.__version__,
+    }
+
+
+def _dtype(dt: tf.DType) -> str | None:
+    if dt == tf.string:
+        return STRING
+    try:
+        name = np.dtype(dt.as_numpy_dtype).name
+    except TypeError:
+        return None
+    return name if name in DTYPE_CODES else None
+
+
+def _shape(shape: tf.TensorShape) -> list[int] | None:
+    if shape.rank is None:
+        return None
+    return [-1 if d is None else int(d) for d in shape.as_list()]
+
+
+class Signature:
+    def __init__(self, name: str, fn: Any) -> None:
+        self.name = name
+        self.fn = fn
+        _, kwargs = fn.structured_input_signature
+        self.inputs = {k: (_dtype(s.dtype), _shape(s.shape)) for k, s in sorted(kwargs.items())}
+        outs = fn.structured_outputs
+        self.outputs = {k: (_dtype(s.dtype), _shape(s.shape)) for k, s in sorted(outs.items())}
+        self.tf_dtypes = {k: s.dtype for k, s in kwargs.items()}
+
+    def metadata(self) -> dict[str, Any]:
+        def m(d: dict[str, tuple[str | None, list[int] | None]]) -> dict[str, Any]:
+            return {k: {"dtype": dt, "shape": sh} for k, (dt, sh) in d.items() if dt is not None}
+
+        return {"inputs": m(self.inputs), "outputs": m(self.outputs)}
+
+    def __call__(self, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
+        args = {k: tf.constant(v, dtype=self.tf_dtypes[k]) for k, v in inputs.items()}
+        return self.fn(**args)  # type: ignore[no-any-return]
+
+    def example_inputs(self, batch: int = 1) -> dict[str, np.ndarray[Any, Any]]:
+        out: dict[str, np.ndarray[Any, Any]] = {}
+        for k, (dt, sh) in self.inputs.items():
+            shape = [batch if d == -1 else d for d in (sh or [batch])]
+            if dt == STRING:
+                a = np.empty(shape, dtype=object)
+                a.fill(b"")
+                out[k] = a
+            else:
+                out[k] = np.zeros(shape, dtype=dt or "float32")
+        return out
+
+
+class LoadedModel:
+    def __init__(self, path: Path) -> None:
+        t0 = time.perf_counter()
+        self.path = path
+        self.obj = tf.saved_model.load(str(path))
+        self.signatures = {n: Signature(n, f) for n, f in self.obj.signatures.items()}
+        self.load_seconds = time.perf_counter() - t0
+
+    def metadata(self) -> dict[str, Any]:
+        return {n: s.metadata() for n, s in self.signatures.items()}
+
+    def warmup(self) -> int:
+        """Run every signature once on derived inputs, then TF Serving's warm-up records."""
+        runs = 0
+        for sig in self.signatures.values():
+            sig(sig.example_inputs())
+            runs += 1
+        runs += self._tf_serving_warmup()
+        return runs
+
+    def _tf_serving_warmup(self) -> int:
+        path = self.path / WARMUP_FILE
+        if not path.exists():
+            return 0
+        from .warmup import read_predict_requests
+
+        runs = 0
+        for sig_name, inputs in read_predict_requests(path):
+            sig = self.signatures.get(sig_name or "serving_default")
+            if sig is not None:
+                sig(inputs)
+                runs += 1
+        return runs
+
+
+def to_numpy(t: Any) -> np.ndarray[Any, Any]:
+    a = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+    return np.ascontiguousarray(a)
+
+
+def tf_error_code(exc: BaseException) -> str:
+    if isinstance(exc, (tf.errors.InvalidArgumentError, ValueError, TypeError)):
+        return "INVALID_ARGUMENT"
+    if isinstance(exc, tf.errors.ResourceExhaustedError):
+        return "RESOURCE_EXHAUSTED"
+    return "INTERNAL"

@@ -1,0 +1,148 @@
+"""Spawning one worker process with its rings, eventfds and control pipe.
+
+The supervisor owns every object made here: it creates the shared-memory segments
+(their names are unlinked at once, see ipc/shm.py), the eventfds and the pipe, passes
+them to a fresh interpreter (spawn, never fork), and closes them when the worker is
+gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ringserve.frontend.links import OnResponse, WorkerLink
+from ringserve.ipc import layout, shm, wake
+from ringserve.ipc.ring import Ring
+
+from .placement import Placement
+from .procstat import cpu_seconds, ctx_switches
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    model: str
+    version: int
+    placement: Placement
+    proc: subprocess.Popen[bytes]
+    link: WorkerLink
+    segments: list[shm.Segment]
+    fds: list[int]
+    ctl_fd: int
+    pidfd: int
+    started: float = field(default_factory=time.monotonic)
+    state: str = "starting"  # starting | ready | stopping | exited
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def label(self) -> str:
+        return self.link.key
+
+    def describe(self) -> dict[str, Any]:
+        info = self.link.info
+        vol, invol = ctx_switches(self.pid)
+        return {
+            "pid": self.pid,
+            "model": self.model,
+            "version": self.version,
+            "index": self.placement.index,
+            "state": self.state,
+            "device": info.get("device", self.placement.device),
+            "intra_op_threads": info.get("intra_op_threads"),
+            "inter_op_threads": info.get("inter_op_threads"),
+            "cpu_affinity": info.get("cpu_affinity", sorted(os.sched_getaffinity(self.pid))),
+            "configured": self.placement.as_dict(),
+            "requests": self.link.requests,
+            "inflight": len(self.link.inflight),
+            "busy_seconds": self.link.busy_ns / 1e9,
+            "cpu_seconds": cpu_seconds(self.pid),
+            "voluntary_ctx_switches": vol,
+            "involuntary_ctx_switches": invol,
+            "heartbeat_age_seconds": round(self.link.heartbeat_age(), 3),
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+        }
+
+    def close(self) -> None:
+        """Release everything; the worker process must already be reaped."""
+        for fd in (*self.fds, self.ctl_fd, self.pidfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+        self.ctl_fd = self.pidfd = -1
+        for seg in self.segments:
+            seg.close()
+
+
+def spawn(
+    *,
+    instance: str,
+    model: str,
+    version: int,
+    path: Path,
+    placement: Placement,
+    ring_bytes: int,
+    max_spin_us: int,
+    generation: int,
+    on_response: OnResponse,
+) -> WorkerHandle:
+    key = f"{model}/{version}/w{placement.index}.{generation}"
+    tag = f"{model}-v{version}-w{placement.index}-g{generation}"
+    size = layout.segment_size(ring_bytes)
+    segs: list[shm.Segment] = []
+    fds: list[int] = []
+    try:
+        for part in ("req", "resp"):
+            segs.append(shm.create(instance, f"{tag}-{part}", size))
+        req = Ring(segs[0].map, create=True, capacity=ring_bytes)
+        resp = Ring(segs[1].map, create=True, capacity=ring_bytes)
+        req_efd, resp_efd = wake.new_eventfd(), wake.new_eventfd()
+        fds += [req_efd, resp_efd]
+        ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
+        spec = {
+            "label": key,
+            "model": model,
+            "version": version,
+            "path": str(path),
+            "placement": placement.as_dict(),
+            "parent_pid": os.getpid(),
+            "segment_bytes": size,
+            "req_fd": segs[0].fd,
+            "resp_fd": segs[1].fd,
+            "req_efd": req_efd,
+            "resp_efd": resp_efd,
+            "ctl_fd": ctl_w,
+            "max_spin_us": max_spin_us,
+        }
+        env = {**os.environ, "RINGSERVE_WORKER_SPEC": json.dumps(spec)}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ringserve.runtime.worker"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(segs[0].fd, segs[1].fd, req_efd, resp_efd, ctl_w),
+                close_fds=True,
+            )
+        finally:
+            os.close(ctl_w)
+        pidfd = os.pidfd_open(proc.pid)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        for s in segs:
+            s.close()
+        raise
+    os.set_blocking(ctl_r, False)
+    link = WorkerLink(key, model, version, req, resp, req_efd, resp_efd, on_response)
+    return WorkerHandle(model, version, placement, proc, link, segs, fds, ctl_r, pidfd)
