@@ -6,6 +6,7 @@ Import this module only after `main.configure_process` has set the environment.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ class Signature:
     def example_inputs(self, batch: int = 1) -> dict[str, np.ndarray[Any, Any]]:
         out: dict[str, np.ndarray[Any, Any]] = {}
         for k, (dt, sh) in self.inputs.items():
-            shape = [batch if d == -1 else d for d in (sh or [batch])]
+            shape = [batch if d == -1 else d for d in sh] if sh is not None else [batch]
             if dt == STRING:
                 a = np.empty(shape, dtype=object)
                 a.fill(b"")
@@ -118,9 +119,12 @@ class LoadedModel:
     def warmup(self) -> int:
         """Run every signature once on derived inputs, then TF Serving's warm-up records."""
         runs = 0
-        for sig in self.signatures.values():
-            sig(sig.example_inputs())
-            runs += 1
+        for name, sig in self.signatures.items():
+            try:
+                sig(sig.example_inputs())
+                runs += 1
+            except Exception as exc:  # the model may reject zeros; a real call will tell
+                sys.stderr.write(f"ringserve worker: warm-up of {name!r} on zeros: {exc}\n")
         runs += self._tf_serving_warmup()
         return runs
 

@@ -1,0 +1,99 @@
+"""Small SavedModels the tests build themselves, fixed seeds. Imports TensorFlow.
+
+Run as `python -m` or imported by conftest in the test process (never the server's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+SEED = 7
+
+
+class Linear(tf.Module):
+    """float32 x[-1, 16] -> y[-1, 4]."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        rng = np.random.default_rng(SEED)
+        self.w = tf.Variable((rng.standard_normal((16, 4)) * scale).astype(np.float32))
+        self.b = tf.Variable(rng.standard_normal(4).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.matmul(x, self.w) + self.b}
+
+
+class Ints(tf.Module):
+    """Two int64 inputs, two outputs; a second signature with one input."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 3], tf.int64, name="a"),
+            tf.TensorSpec([None, 3], tf.int64, name="b"),
+        ]
+    )
+    def serve(self, a: tf.Tensor, b: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"sum": a + b, "prod": a * b, "total": tf.reduce_sum(a, axis=1)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="n")])
+    def double(self, n: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"twice": n * 2}
+
+
+class Strings(tf.Module):
+    """string s[-1] -> upper-cased strings and their lengths."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="s")])
+    def serve(self, s: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"upper": tf.strings.upper(s), "length": tf.strings.length(s)}
+
+
+class Slow(tf.Module):
+    """Spins `n` iterations of a small matmul: a request that takes as long as asked."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 4], tf.float32, name="x"),
+            tf.TensorSpec([], tf.int32, name="n"),
+        ]
+    )
+    def serve(self, x: tf.Tensor, n: tf.Tensor) -> dict[str, tf.Tensor]:
+        m = tf.eye(4) * 0.5
+
+        def body(i: tf.Tensor, acc: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return i + 1, tf.matmul(acc, m) + x
+
+        _, out = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), x))
+        return {"y": out}
+
+
+def save(module: tf.Module, path: Path, signatures: dict[str, object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
+def build_all(root: Path) -> dict[str, Path]:
+    """Base paths (holding version 1) of every test model."""
+    lin = Linear()
+    ints = Ints()
+    st = Strings()
+    slow = Slow()
+    save(lin, root / "linear" / "1", {"serving_default": lin.serve})
+    lin2 = Linear(scale=2.0)
+    save(lin2, root / "linear2" / "1", {"serving_default": lin2.serve})
+    save(lin2, root / "linear2" / "2", {"serving_default": lin2.serve})
+    save(ints, root / "ints" / "1", {"serving_default": ints.serve, "double": ints.double})
+    save(st, root / "strings" / "1", {"serving_default": st.serve})
+    save(slow, root / "slow" / "1", {"serving_default": slow.serve})
+    return {n: root / n for n in ("linear", "linear2", "ints", "strings", "slow")}
+
+
+def reference(base: Path, inputs: dict[str, np.ndarray], signature: str = "serving_default",
+              version: int = 1) -> dict[str, np.ndarray]:
+    fn = tf.saved_model.load(str(base / str(version))).signatures[signature]
+    return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
