@@ -12,8 +12,8 @@ import asyncio
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from ringserve.ipc import wire
 from ringserve.ipc import errors as E
+from ringserve.ipc import wire
 from ringserve.ipc.errors import ProtocolError
 
 if TYPE_CHECKING:

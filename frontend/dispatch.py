@@ -33,18 +33,18 @@ class Replier(Protocol):
 
 class Pending:
     __slots__ = (
-        "conn",
         "cid",
-        "model",
-        "version",
-        "sig",
-        "tensors",
-        "wanted",
+        "conn",
         "deadline",
-        "timer",
-        "t0",
-        "link",
         "done",
+        "link",
+        "model",
+        "sig",
+        "t0",
+        "tensors",
+        "timer",
+        "version",
+        "wanted",
     )
 
     def __init__(self, conn: Replier, cid: int, model: str, version: VersionState) -> None:
@@ -170,7 +170,8 @@ class Dispatcher:
         if not isinstance(inputs, dict):
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"field 'inputs': expected a map of name to tensor, received {type(inputs).__name__}",
+                "field 'inputs': expected a map of name to tensor, "
+                f"received {type(inputs).__name__}",
             )
         missing = sorted(set(spec) - set(inputs))
         if missing:

@@ -92,7 +92,8 @@ class Registry:
         m = self.models.get(name)
         if m is None:
             raise ProtocolError(
-                NOT_FOUND, f"field 'model': expected one of {sorted(self.models)}, received {name!r}"
+                NOT_FOUND,
+                f"field 'model': expected one of {sorted(self.models)}, received {name!r}",
             )
         return m
 

@@ -28,6 +28,7 @@ class Frontend:
         self.dispatcher = Dispatcher(settings, self.registry, loop)
         self.connections: set[Connection] = set()
         self.servers: list[asyncio.AbstractServer] = []
+        self._unix_path: str | None = None  # set only once this process bound it
         self.live = True
         self.accepting = True
         self.extra_stats: Callable[[], dict[str, Any]] = dict
@@ -65,9 +66,10 @@ class Frontend:
             if unix_sock is None:
                 os.makedirs(os.path.dirname(s.unix) or ".", exist_ok=True)
                 if os.path.exists(s.unix):
-                    os.unlink(s.unix)  # stale: the supervisor holds the instance lock
+                    os.unlink(s.unix)  # stale: the supervisor found no live server on it
                 unix_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 unix_sock.bind(s.unix)
+                self._unix_path = s.unix
                 os.chmod(s.unix, s.unix_mode)
                 unix_sock.listen(1024)
             unix_sock.setblocking(False)
@@ -79,7 +81,7 @@ class Frontend:
     def bound(self) -> dict[str, str]:
         out = {}
         for srv in self.servers:
-            for sock in srv.sockets:
+            for sock in getattr(srv, "sockets", ()):
                 name = sock.getsockname()
                 if isinstance(name, tuple):
                     out["tcp"] = f"{name[0]}:{name[1]}"
@@ -91,11 +93,12 @@ class Frontend:
         self.accepting = False
         for srv in self.servers:
             srv.close()
-        if self.settings.unix and os.path.exists(self.settings.unix):
+        if self._unix_path is not None:
             try:
-                os.unlink(self.settings.unix)
+                os.unlink(self._unix_path)
             except OSError:
                 pass
+            self._unix_path = None
 
     def close_connections(self) -> None:
         for c in list(self.connections):

@@ -16,6 +16,7 @@ ring, one copy per request, and read back as numpy views of the ring: no copies.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -139,7 +140,7 @@ def _read_strings(payload: memoryview, pos: int, nbytes: int, n: int) -> np.ndar
     offs = np.frombuffer(payload, dtype="<u8", count=n + 1, offset=pos).tolist()
     data = pos + table
     limit = nbytes - table
-    if offs[0] != 0 or offs[-1] > limit or any(a > b for a, b in zip(offs, offs[1:], strict=False)):
+    if offs[0] != 0 or offs[-1] > limit or any(a > b for a, b in itertools.pairwise(offs)):
         raise RingCorrupt("string tensor: offsets out of order or out of bounds")
     out = np.empty(n, dtype=object)
     for i in range(n):

@@ -128,7 +128,7 @@ def to_wire(arr: Any) -> dict[str, Any]:
         items = [x if isinstance(x, bytes) else str(x).encode() for x in a.reshape(-1).tolist()]
         return {"dtype": dtype, "shape": shape, "data": items}
     a = np.ascontiguousarray(a, dtype=NUMPY[dtype])
-    return {"dtype": dtype, "shape": shape, "data": memoryview(a).cast("B")}
+    return {"dtype": dtype, "shape": shape, "data": a.data.cast("B")}
 
 
 def from_wire(t: dict[str, Any]) -> np.ndarray[Any, Any]:

@@ -401,5 +401,3 @@ def list_versions(base_path: Path) -> list[int]:
 def demo_config(base_path: Path, tcp: str, unix: str) -> Config:
     model = ModelConfig(name="demo", base_path=base_path)
     return Config(server=ServerConfig(tcp=tcp, unix=unix), models=(model,), path="<demo>")
-
-

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ringserve.frontend import registry as R
-from ringserve.frontend.links import WorkerLink
 from ringserve.frontend.server import Frontend
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
 from ringserve.ipc import control, shm
@@ -371,8 +370,7 @@ class Supervisor:
         # Let replies already written reach their clients before closing.
         t_end = time.monotonic() + 1.0
         while time.monotonic() < t_end and any(
-            c.transport is not None and c.transport.get_write_buffer_size()
-            for c in fe.connections
+            c.transport is not None and c.transport.get_write_buffer_size() for c in fe.connections
         ):
             await asyncio.sleep(0.005)
         fe.close_connections()

@@ -93,7 +93,8 @@ def build_all(root: Path) -> dict[str, Path]:
     return {n: root / n for n in ("linear", "linear2", "ints", "strings", "slow")}
 
 
-def reference(base: Path, inputs: dict[str, np.ndarray], signature: str = "serving_default",
-              version: int = 1) -> dict[str, np.ndarray]:
+def reference(
+    base: Path, inputs: dict[str, np.ndarray], signature: str = "serving_default", version: int = 1
+) -> dict[str, np.ndarray]:
     fn = tf.saved_model.load(str(base / str(version))).signatures[signature]
     return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}

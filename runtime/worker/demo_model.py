@@ -6,6 +6,7 @@ downloaded: the weights come from a seeded generator.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ class DemoMLP(tf.Module):
         rng = np.random.default_rng(SEED)
         self.ws = []
         self.bs = []
-        for a, b in zip(LAYERS, LAYERS[1:], strict=False):
+        for a, b in itertools.pairwise(LAYERS):
             w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
             self.ws.append(tf.Variable(w))
             self.bs.append(tf.Variable(np.zeros(b, np.float32)))

@@ -1,0 +1,64 @@
+"""Stopping: nothing is left behind, the exit code says how it went."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ringserve.client import Client
+from ringserve.runtime.launch import ServerProcess
+
+from conftest import models_toml, shm_entries
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_removes_everything(model_root: Path, sig: int) -> None:
+    before = shm_entries()
+    srv = ServerProcess(models_toml(model_root, ["linear"]), "ring_bytes = 1048576")
+    srv.start()
+    try:
+        with Client(srv.unix_url) as c:
+            c.infer("linear", {"x": np.zeros((2, 16), np.float32)})
+        assert os.path.exists(srv.unix)
+        workers = [w["pid"] for w in Client(srv.unix_url).stats()["workers"]]
+    finally:
+        code = srv.stop(sig)
+    assert code == 0
+    assert not os.path.exists(srv.unix)
+    assert shm_entries() - before == set()
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_config_error_refused_before_binding(tmp_path: Path) -> None:
+    srv = ServerProcess(
+        '[[models]]\nname = "m"\nbase_path = "/nonexistent/model"\n',
+        workdir=str(tmp_path),
+        wait_ready=False,
+    )
+    srv.start()
+    assert srv.proc is not None
+    assert srv.proc.wait(60) == 2
+    assert not os.path.exists(srv.unix)
+
+
+def test_second_server_on_same_socket_refused(server: ServerProcess, model_root: Path) -> None:
+    other = ServerProcess(
+        models_toml(model_root, ["linear"]), f'unix = "{server.unix}"', wait_ready=False
+    )
+    other.start()
+    assert other.proc is not None
+    assert other.proc.wait(60) == 4
+    with Client(server.unix_url) as c:  # the first one still owns its socket
+        assert c.health()["ready"]

@@ -1,0 +1,35 @@
+"""Lint, format and type checks run with the tests, so CI enforces them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CODE = ["pkg", "ipc", "frontend", "runtime", "client", "tests", "perf"]
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed")
+def test_ruff_lint() -> None:
+    r = run("ruff", "check", *CODE)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed")
+def test_ruff_format() -> None:
+    r = run("ruff", "format", "--check", *CODE)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy() -> None:
+    pytest.importorskip("mypy")
+    r = run(sys.executable, "-m", "mypy", "pkg", "ipc", "frontend", "runtime", "client")
+    assert r.returncode == 0, r.stdout + r.stderr
