@@ -16,9 +16,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from ringserve.ipc import errors as E
+from ringserve.ipc import wake
 from ringserve.ipc.errors import ProtocolError
 from ringserve.ipc.ring import RecordTooLarge
-from ringserve.ipc.tensors import STRING, check_wire_tensor, shape_matches
+from ringserve.ipc.tensors import STRING, check_wire_tensor, count, itemsize, shape_matches
 
 from .links import WorkerLink
 from .registry import Registry, VersionState
@@ -32,13 +33,17 @@ class Replier(Protocol):
 
 
 class Pending:
+    """One client request, from validation to its reply."""
+
     __slots__ = (
         "cid",
         "conn",
         "deadline",
         "done",
-        "link",
+        "key",
         "model",
+        "rows",
+        "running",
         "sig",
         "t0",
         "tensors",
@@ -55,11 +60,27 @@ class Pending:
         self.sig = "serving_default"
         self.tensors: list[Any] = []
         self.wanted: list[str] | None = None
+        self.rows: int | None = None  # batch dimension shared by every input, if any
+        self.key: tuple[Any, ...] = ()  # what must match to share a batch
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.t0 = time.perf_counter()
-        self.link: WorkerLink | None = None
+        self.running = False
         self.done = False
+
+
+class Job:
+    """What one ring record carries: one request, or a batch of them."""
+
+    __slots__ = ("batched", "pad", "parts", "version")
+
+    def __init__(
+        self, version: int, parts: list[tuple[Pending, int, int]], batched: bool, pad: int = 0
+    ) -> None:
+        self.version = version
+        self.parts = parts  # (request, first row, rows)
+        self.batched = batched
+        self.pad = pad  # zero rows appended to reach an allowed batch size
 
 
 class Dispatcher:
@@ -70,12 +91,19 @@ class Dispatcher:
         self.registry = registry
         self.loop = loop
         self.links: list[WorkerLink] = []
-        self.stats = {m.name: ModelStats() for m in settings.models}
+        self.stats: dict[str, ModelStats] = {m: ModelStats() for m in registry.models}
         self._next_rid = 0
         self._polling = False
         self._spin_until = 0.0
         self._spin_s = settings.max_spin_us / 1e6
+        self._batch_timers: dict[int, asyncio.TimerHandle] = {}
         self.workers_hook: Callable[[], list[dict[str, Any]]] = list
+
+    def model_stats(self, name: str) -> ModelStats:
+        st = self.stats.get(name)
+        if st is None:
+            st = self.stats[name] = ModelStats()
+        return st
 
     # ---- links ---------------------------------------------------------------------
     def add_link(self, link: WorkerLink) -> None:
@@ -97,10 +125,13 @@ class Dispatcher:
             except Exception:
                 pass
         link.alive = False
-        for p in list(link.inflight.values()):
-            self._fail(p, E.UNAVAILABLE, f"worker {link.key} {reason} while running the request")
+        for job in list(link.inflight.values()):
+            for p, _, _ in job.parts:
+                if not p.done:
+                    self._fail(p, E.UNAVAILABLE, f"worker {link.key} {reason} while running it")
         link.inflight.clear()
-        v = self.registry.models[link.model].versions.get(link.version)
+        m = self.registry.models.get(link.model)
+        v = m.versions.get(link.version) if m is not None else None
         if v is not None:
             if link in v.links:
                 v.links.remove(link)
@@ -135,30 +166,44 @@ class Dispatcher:
                 f"field 'signature': model {model.name!r} version {v.number} has signatures "
                 f"{sorted(v.signatures)}, received {sig_name!r}",
             )
+        ms = model.settings
         p = Pending(conn, cid, model.name, v)
         p.sig = sig_name
         p.tensors = self._check_inputs(msg.get("inputs"), sig["inputs"])
         p.wanted = self._check_outputs(msg.get("outputs"), sig["outputs"])
-        timeout = msg.get("timeout_ms", self.settings.default_timeout_ms or None)
-        if timeout is not None:
-            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
-                raise ProtocolError(
-                    E.INVALID_ARGUMENT,
-                    f"field 'timeout_ms': expected a non-negative number, received {timeout!r}",
-                )
+        timeout = msg.get("timeout_ms")
+        if timeout is None:
+            timeout = self.settings.default_timeout_ms or None
+        elif not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise ProtocolError(
+                E.INVALID_ARGUMENT,
+                f"field 'timeout_ms': expected a positive number, received {timeout!r}",
+            )
         if "output_shm" in msg:
             raise ProtocolError(
                 E.INVALID_ARGUMENT, "field 'output_shm': shared-memory outputs need shm_register"
+            )
+        dims = {t[2][0] if t[2] else None for t in p.tensors}
+        if len(dims) == 1 and None not in dims:
+            p.rows = dims.pop()
+            p.key = (sig_name, tuple(p.wanted or ()), *((t[0], tuple(t[2][1:])) for t in p.tensors))
+        if ms.max_batch_size and p.rows is not None and p.rows > ms.max_batch_size:
+            name = p.tensors[0][0]
+            raise ProtocolError(
+                E.INVALID_ARGUMENT,
+                f"inputs.{name}.shape[0]: expected at most max_batch_size "
+                f"({ms.max_batch_size}) rows, received {p.rows}",
             )
         if not v.serving_links():
             raise ProtocolError(
                 E.UNAVAILABLE, f"model {model.name!r} version {v.number}: no live worker"
             )
-        if len(v.queue) >= model.settings.max_queue:
-            self.stats[model.name].rejected += 1
+        st = self.model_stats(model.name)
+        if sum(1 for q in v.queue if not q.done) >= ms.max_queue:
+            st.rejected += 1
             raise ProtocolError(
                 E.RESOURCE_EXHAUSTED,
-                f"model {model.name!r}: queue full (max_queue {model.settings.max_queue})",
+                f"model {model.name!r}: queue full (max_queue {ms.max_queue})",
             )
         if timeout:
             p.deadline = p.t0 + timeout / 1000.0
@@ -207,7 +252,7 @@ class Dispatcher:
                     E.INVALID_ARGUMENT,
                     f"{field}.shape: expected {want['shape']} (-1 = any), received {shape}",
                 )
-            out.append((name, dtype, shape, data if dtype == STRING else [data]))
+            out.append((name, dtype, shape, data))
         return out
 
     def _check_outputs(self, wanted: Any, spec: dict[str, Any]) -> list[str] | None:
@@ -226,37 +271,137 @@ class Dispatcher:
             )
         return list(dict.fromkeys(wanted))
 
+    # ---- scheduling ----------------------------------------------------------------
+    def _pick(self, v: VersionState, limit: int) -> WorkerLink | None:
+        best = None
+        for ln in v.links:
+            if ln.serving and len(ln.inflight) < limit:
+                if best is None or len(ln.inflight) < len(best.inflight):
+                    best = ln
+        return best
+
     def _pump(self, v: VersionState) -> None:
-        """Move queued requests onto the least loaded workers that have room."""
-        limit = self.settings.worker_inflight
-        submitted = False
+        """Move queued requests onto the least loaded workers that have room.
+
+        With batching, a batch is sent when it is full or its oldest request has waited
+        batch_timeout_us, and only to a worker with nothing in flight, so batches grow
+        while every worker is busy and no worker idles while a full batch waits.
+        """
+        ms = self.registry.models[v.model].settings if v.model in self.registry.models else None
+        if ms is None:
+            return
+        batching = ms.max_batch_size > 0
+        limit = 1 if batching else self.settings.worker_inflight
         q = v.queue
+        submitted = False
         while q:
-            links = [ln for ln in v.links if ln.serving and len(ln.inflight) < limit]
-            if not links:
+            while q and q[0].done:
+                q.popleft()
+            if not q:
                 break
-            link = min(links, key=lambda ln: len(ln.inflight))
-            p = q[0]
-            if p.done:
-                q.popleft()
-                continue
-            self._next_rid += 1
-            rid = self._next_rid
-            try:
-                ok = link.submit(rid, [rid, p.sig, p.wanted], p.tensors)
-            except RecordTooLarge as exc:
-                q.popleft()
-                self._fail(p, E.RESOURCE_EXHAUSTED, f"field 'inputs': {exc}")
-                continue
-            if not ok:
-                break  # ring full: retried when a completion frees room
-            q.popleft()
-            p.tensors = []
-            p.link = link
-            link.inflight[rid] = p
+            link = self._pick(v, limit)
+            if link is None:
+                break
+            head = q[0]
+            if batching and head.rows is not None:
+                parts, rows = self._gather(q, ms.max_batch_size)
+                wait = head.t0 + ms.batch_timeout_us / 1e6 - time.perf_counter()
+                if rows < ms.max_batch_size and wait > 0:
+                    self._batch_timer(v, wait)
+                    break
+                job = self._batch_job(v, parts, rows, ms.allowed_batch_sizes)
+            else:
+                job = Job(v.number, [(head, 0, head.rows or 0)], batched=False)
+            if not self._submit(link, job, v):
+                break
             submitted = True
         if submitted:
             self._start_polling()
+
+    def _gather(self, q: Any, max_rows: int) -> tuple[list[Pending], int]:
+        head = q[0]
+        parts = []
+        rows = 0
+        for p in q:
+            if p.done or p.key != head.key or p.rows is None:
+                continue
+            if rows + p.rows > max_rows:
+                break
+            parts.append(p)
+            rows += p.rows
+            if rows == max_rows:
+                break
+        return parts, rows
+
+    def _batch_job(
+        self, v: VersionState, parts: list[Pending], rows: int, allowed: tuple[int, ...]
+    ) -> Job:
+        chosen = {id(p) for p in parts}
+        v.queue = type(v.queue)(p for p in v.queue if id(p) not in chosen)
+        padded = next((a for a in allowed if a >= rows), rows)
+        out = []
+        start = 0
+        for p in parts:
+            assert p.rows is not None
+            out.append((p, start, p.rows))
+            start += p.rows
+        self.model_stats(v.model).batch(rows, padded - rows)
+        return Job(v.number, out, batched=True, pad=padded - rows)
+
+    def _batch_timer(self, v: VersionState, wait: float) -> None:
+        key = id(v)
+        if key in self._batch_timers:
+            return
+
+        def fire() -> None:
+            self._batch_timers.pop(key, None)
+            self._pump(v)
+
+        self._batch_timers[key] = self.loop.call_later(wait, fire)
+
+    def _submit(self, link: WorkerLink, job: Job, v: VersionState) -> bool:
+        first = job.parts[0][0]
+        pad = job.pad
+        if job.batched:
+            tensors = []
+            for i, (name, dtype, shape, _) in enumerate(first.tensors):
+                total = sum(r for _, _, r in job.parts) + pad
+                chunks: list[Any] = []
+                for p, _, _ in job.parts:
+                    data = p.tensors[i][3]
+                    chunks.extend(data) if dtype == STRING else chunks.append(data)
+                if pad:
+                    per_row = count(shape[1:])
+                    if dtype == STRING:
+                        chunks.extend([b""] * (pad * per_row))
+                    else:
+                        chunks.append(bytes(pad * per_row * itemsize(dtype)))
+                tensors.append((name, dtype, [total, *shape[1:]], chunks))
+        else:
+            tensors = [
+                (n, dt, sh, data if dt == STRING else [data]) for n, dt, sh, data in first.tensors
+            ]
+        self._next_rid += 1
+        rid = self._next_rid
+        try:
+            ok = link.submit(rid, [rid, first.sig, first.wanted], tensors)
+        except RecordTooLarge as exc:
+            for p, _, _ in job.parts:
+                self._fail(p, E.RESOURCE_EXHAUSTED, f"field 'inputs': {exc}")
+            if not job.batched:
+                v.queue.popleft()
+            return True
+        if not ok:
+            if job.batched:  # put the batch back at the front, in order
+                v.queue.extendleft(reversed([p for p, _, _ in job.parts]))
+            return False
+        if not job.batched:
+            v.queue.popleft()
+        for p, _, _ in job.parts:
+            p.running = True
+            p.tensors = []
+        link.inflight[rid] = job
+        return True
 
     # ---- completions ---------------------------------------------------------------
     def _start_polling(self) -> None:
@@ -277,25 +422,45 @@ class Dispatcher:
             self._polling = False
 
     def _on_efd(self, link: WorkerLink) -> None:
-        from ringserve.ipc import wake
-
         wake.drain(link.resp_efd)
         link.poll()
 
     def on_response(self, link: WorkerLink, head: list[Any], outs: dict[str, Any]) -> None:
         rid, code, message = head[0], head[1], head[2]
-        p = link.inflight.pop(rid, None)
-        if p is None:
+        job = link.inflight.pop(rid, None)
+        if job is None:
             return
-        if not p.done:
-            if code:
-                self._fail(p, code, message)
-            else:
-                self._succeed(p, link.version, outs)
+        if code:
+            for p, _, _ in job.parts:
+                if not p.done:
+                    self._fail(p, code, message)
+        elif not job.batched:
+            p = job.parts[0][0]
+            if not p.done:
+                self._succeed(p, job.version, outs)
+        else:
+            self._split(job, outs)
         self._spin_until = time.perf_counter() + self._spin_s
-        v = self.registry.models[link.model].versions.get(link.version)
+        m = self.registry.models.get(link.model)
+        v = m.versions.get(link.version) if m is not None else None
         if v is not None and v.queue:
             self._pump(v)
+
+    def _split(self, job: Job, outs: dict[str, np.ndarray[Any, Any]]) -> None:
+        total = job.parts[-1][1] + job.parts[-1][2]
+        bad = [k for k, a in outs.items() if a.ndim == 0 or a.shape[0] < total]
+        for p, start, rows in job.parts:
+            if p.done:
+                continue
+            if bad:
+                self._fail(
+                    p,
+                    E.INTERNAL,
+                    f"outputs {bad}: expected the batch dimension first (>= {total} rows) "
+                    "so a batch can be split; disable batching for this model",
+                )
+                continue
+            self._succeed(p, job.version, {k: a[start : start + rows] for k, a in outs.items()})
 
     def _succeed(self, p: Pending, version: int, outs: dict[str, np.ndarray[Any, Any]]) -> None:
         wire = {}
@@ -307,17 +472,18 @@ class Dispatcher:
             else:
                 wire[name] = {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}
         self._finish(p)
-        self.stats[p.model].ok(time.perf_counter() - p.t0)
+        self.model_stats(p.model).ok(time.perf_counter() - p.t0)
         msg = {"id": p.cid, "ok": True, "model": p.model, "version": version, "outputs": wire}
         p.conn.reply(msg, large=total > 65536)
 
     def _fail(self, p: Pending, code: str, message: str) -> None:
         self._finish(p)
-        self.stats[p.model].fail(code)
+        self.model_stats(p.model).fail(code)
         p.conn.reply({"id": p.cid, "ok": False, "error": {"code": code, "message": message}})
 
     def _finish(self, p: Pending) -> None:
         p.done = True
+        p.tensors = []
         if p.timer is not None:
             p.timer.cancel()
             p.timer = None
@@ -327,8 +493,8 @@ class Dispatcher:
         if p.done:
             return
         p.timer = None
-        where = "while queued" if p.link is None else "while running"
-        self.stats[p.model].expired += 1
+        where = "while running" if p.running else "while queued (it was not computed)"
+        self.model_stats(p.model).expired += 1
         self._fail(p, E.DEADLINE_EXCEEDED, f"field 'timeout_ms': deadline passed {where}")
 
     def cancel_connection(self, conn: Replier) -> None:
@@ -338,14 +504,16 @@ class Dispatcher:
                 for p in v.queue:
                     if p.conn is conn and not p.done:
                         p.done = True
-                        self.stats[p.model].cancelled += 1
+                        p.tensors = []
+                        self.model_stats(p.model).cancelled += 1
                         if p.timer is not None:
                             p.timer.cancel()
 
+    def queued(self, v: VersionState) -> int:
+        return sum(1 for p in v.queue if not p.done)
+
     def inflight_total(self) -> int:
         queued = sum(
-            sum(1 for p in v.queue if not p.done)
-            for m in self.registry.models.values()
-            for v in m.versions.values()
+            self.queued(v) for m in self.registry.models.values() for v in m.versions.values()
         )
         return queued + sum(len(ln.inflight) for ln in self.links)

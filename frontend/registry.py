@@ -21,6 +21,7 @@ UNLOADING = "UNLOADING"
 @dataclass(eq=False)
 class VersionState:
     number: int
+    model: str = ""
     state: str = LOADING
     message: str = ""
     signatures: dict[str, Any] = field(default_factory=dict)
@@ -101,7 +102,7 @@ class Registry:
         m = self.models[model]
         v = m.versions.get(number)
         if v is None:
-            v = m.versions[number] = VersionState(number)
+            v = m.versions[number] = VersionState(number, model)
         return v
 
     def ready(self) -> bool:

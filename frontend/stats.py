@@ -18,6 +18,9 @@ class ModelStats:
         self.rejected = 0
         self.expired = 0
         self.cancelled = 0
+        self.batches = 0
+        self.batch_sizes: Counter[int] = Counter()
+        self.padding_rows = 0
         self._lat = np.zeros(WINDOW)
         self._n = 0
 
@@ -26,6 +29,11 @@ class ModelStats:
         self.success += 1
         self._lat[self._n % WINDOW] = seconds
         self._n += 1
+
+    def batch(self, rows: int, pad: int) -> None:
+        self.batches += 1
+        self.batch_sizes[rows] += 1
+        self.padding_rows += pad
 
     def fail(self, code: str) -> None:
         self.requests += 1
@@ -45,5 +53,8 @@ class ModelStats:
             "rejected": self.rejected,
             "expired": self.expired,
             "cancelled": self.cancelled,
+            "batches": self.batches,
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+            "padding_rows": self.padding_rows,
             "latency": {"window": len(lat), **pct},
         }
