@@ -42,6 +42,7 @@ class Pending:
         "done",
         "key",
         "model",
+        "retried",
         "rows",
         "running",
         "sig",
@@ -66,6 +67,7 @@ class Pending:
         self.timer: asyncio.TimerHandle | None = None
         self.t0 = time.perf_counter()
         self.running = False
+        self.retried = False
         self.done = False
 
 
@@ -124,17 +126,27 @@ class Dispatcher:
                 link.poll()  # completions it published before dying still count
             except Exception:
                 pass
+        busy = link.busy_id()  # the record it was computing; later ones never started
         link.alive = False
-        for job in list(link.inflight.values()):
-            for p, _, _ in job.parts:
-                if not p.done:
-                    self._fail(p, E.UNAVAILABLE, f"worker {link.key} {reason} while running it")
-        link.inflight.clear()
         m = self.registry.models.get(link.model)
         v = m.versions.get(link.version) if m is not None else None
+        others = v is not None and any(ln.serving for ln in v.links if ln is not link)
+        retry: list[Pending] = []
+        for rid, job in sorted(link.inflight.items()):
+            for p, _, _ in job.parts:
+                if p.done:
+                    continue
+                if rid != busy and others and not p.retried:
+                    p.retried = True
+                    p.running = False
+                    retry.append(p)
+                else:
+                    self._fail(p, E.UNAVAILABLE, f"worker {link.key} {reason} while running it")
+        link.inflight.clear()
         if v is not None:
             if link in v.links:
                 v.links.remove(link)
+            v.queue.extendleft(reversed(retry))
             self._pump(v)
 
     def fail_queue(self, v: VersionState, code: str, message: str) -> None:
@@ -398,8 +410,7 @@ class Dispatcher:
         if not job.batched:
             v.queue.popleft()
         for p, _, _ in job.parts:
-            p.running = True
-            p.tensors = []
+            p.running = True  # tensors are kept: a retry after a crash needs them
         link.inflight[rid] = job
         return True
 

@@ -98,6 +98,18 @@ class Registry:
             )
         return m
 
+    def set_model(self, settings: ModelSettings) -> ModelState:
+        """Add a model, or replace the settings of one already here (a reload)."""
+        m = self.models.get(settings.name)
+        if m is None:
+            m = self.models[settings.name] = ModelState(settings)
+        else:
+            m.settings = settings
+        return m
+
+    def drop_model(self, name: str) -> None:
+        self.models.pop(name, None)
+
     def version_state(self, model: str, number: int) -> VersionState:
         m = self.models[model]
         v = m.versions.get(number)

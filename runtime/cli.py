@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import systemd
         from .supervisor import run
 
-        return run(cfg, systemd.listen_sockets())
+        path = args.config or os.environ.get("RINGSERVE_CONFIG")
+        return run(cfg, systemd.listen_sockets(), path)
     if args.cmd == "demo":
         from .demo import run_demo
 

@@ -4,6 +4,11 @@ One process on a small host: the frontend's uvloop runs here too (see
 docs/architecture.md). Signal handlers only enqueue (loop.add_signal_handler); the
 loop acts. A worker's exit is seen at once through a pidfd on the loop.
 
+The supervisor reconciles what runs with what is wanted: the config's models, the
+version folders its policy selects, the placements of their workers. The same step
+serves start-up, the version-folder poll and SIGHUP: new workers are loaded and
+warmed before they get traffic, and what goes away is drained before it stops.
+
 Exit codes: 0 clean stop; 2 configuration refused; 4 cannot bind / another server
 owns the socket; 1 anything else.
 """
@@ -26,8 +31,8 @@ from ringserve.frontend.settings import FrontendSettings, ModelSettings
 from ringserve.ipc import control, shm
 
 from . import systemd
-from .config import Config, ModelConfig, list_versions
-from .placement import place
+from .config import Config, ConfigError, ModelConfig, list_versions, load
+from .placement import Placement, place
 from .workers import WorkerHandle, spawn
 
 EXIT_OK = 0
@@ -37,6 +42,7 @@ EXIT_BIND = 4
 
 WORKER_LOAD_FAILED = 3
 MAX_BACKOFF = 30.0
+UNAVAILABLE = "UNAVAILABLE"
 
 
 def log(text: str) -> None:
@@ -44,21 +50,20 @@ def log(text: str) -> None:
     sys.stderr.flush()
 
 
+def model_settings(m: ModelConfig) -> ModelSettings:
+    b = m.batching
+    return ModelSettings(
+        name=m.name,
+        max_queue=m.max_queue,
+        max_batch_size=b.max_batch_size if b else 0,
+        batch_timeout_us=b.batch_timeout_us if b else 0,
+        allowed_batch_sizes=b.allowed_batch_sizes if b else (),
+    )
+
+
 def frontend_settings(cfg: Config) -> FrontendSettings:
     s = cfg.server
-    token = None
-    if s.auth_token_file:
-        token = Path(s.auth_token_file).read_text().strip()
-    models = tuple(
-        ModelSettings(
-            name=m.name,
-            max_queue=m.max_queue,
-            max_batch_size=m.batching.max_batch_size if m.batching else 0,
-            batch_timeout_us=m.batching.batch_timeout_us if m.batching else 0,
-            allowed_batch_sizes=m.batching.allowed_batch_sizes if m.batching else (),
-        )
-        for m in cfg.models
-    )
+    token = Path(s.auth_token_file).read_text().strip() if s.auth_token_file else None
     return FrontendSettings(
         tcp=s.tcp,
         unix=s.unix,
@@ -69,7 +74,7 @@ def frontend_settings(cfg: Config) -> FrontendSettings:
         worker_inflight=s.worker_inflight,
         default_timeout_ms=s.default_timeout_ms,
         max_spin_us=s.max_spin_us,
-        models=models,
+        models=tuple(model_settings(m) for m in cfg.models),
     )
 
 
@@ -85,11 +90,11 @@ def valid_versions(base: Path) -> list[int]:
 
 @dataclass(eq=False)
 class Slot:
-    """One configured worker position (model, version, index) across restarts."""
+    """One wanted worker position (model, version, index) across its restarts."""
 
     model: ModelConfig
     version: int
-    index: int
+    placement: Placement
     handle: WorkerHandle | None = None
     failures: int = 0
     restarts: int = 0
@@ -98,11 +103,22 @@ class Slot:
     ready_once: bool = False
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
 
 
 class Supervisor:
-    def __init__(self, cfg: Config, listeners: list[socket.socket] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        listeners: list[socket.socket] | None = None,
+        config_path: str | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.config_path = config_path
         self.listeners = listeners or []
         self.slots: list[Slot] = []
         self.generation = 0
@@ -110,7 +126,19 @@ class Supervisor:
         self.ready_sent = False
         self.exit_code = EXIT_OK
         self._done: asyncio.Future[int] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reloading = False
         self.frontend: Frontend | None = None
+
+    @property
+    def fe(self) -> Frontend:
+        assert self.frontend is not None
+        return self.frontend
+
+    def _task(self, coro: Any) -> None:
+        t = self.fe.loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
 
     # ---- main ----------------------------------------------------------------------
     async def run(self) -> int:
@@ -118,8 +146,10 @@ class Supervisor:
         self._done = loop.create_future()
         fe = self.frontend = Frontend(frontend_settings(self.cfg), loop)
         fe.dispatcher.workers_hook = self.describe_workers
-        for sig, graceful in ((signal.SIGTERM, True), (signal.SIGINT, False)):
-            loop.add_signal_handler(sig, self.request_stop, graceful)
+        fe.extra_stats = self._server_stats
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, True)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, False)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         removed = shm.sweep(self.cfg.server.name)
         if removed:
             log(f"removed {len(removed)} shared-memory objects left by a dead run: {removed}")
@@ -135,11 +165,16 @@ class Supervisor:
         log(f"listening on {fe.bound()}")
         systemd.notify("STATUS=loading models")
         for m in self.cfg.models:
-            self._start_model(m)
+            self.reconcile(m)
         self._check_ready()
-        monitor = loop.create_task(self._monitor())
+        self._task(self._monitor())
+        self._task(self._poll_versions())
+        interval = systemd.watchdog_interval()
+        if interval:
+            self._task(self._watchdog(interval))
         code = await self._done
-        monitor.cancel()
+        for t in list(self._tasks):
+            t.cancel()
         return code
 
     def _inherited(self) -> tuple[socket.socket | None, socket.socket | None]:
@@ -151,64 +186,183 @@ class Supervisor:
                 tcp = s
         return tcp, unix
 
-    # ---- models and workers --------------------------------------------------------
-    def _start_model(self, m: ModelConfig) -> None:
-        fe = self.frontend
-        assert fe is not None
-        versions = m.version_policy.select(valid_versions(m.base_path))
-        model_state = fe.registry.models[m.name]
-        if not versions:
-            model_state.message = (
+    def _server_stats(self) -> dict[str, Any]:
+        return {
+            "server": {
+                "pid": os.getpid(),
+                "name": self.cfg.server.name,
+                "config": self.config_path or "<demo>",
+                "restarts": {
+                    f"{s.name}/{s.version}/w{s.placement.index}": s.restarts
+                    for s in self.slots
+                    if s.restarts
+                },
+            }
+        }
+
+    # ---- reconcile -----------------------------------------------------------------
+    def reconcile(self, m: ModelConfig) -> None:
+        """Bring one model's versions and workers to what its config and folder want."""
+        if self.stopping:
+            return
+        model = self.fe.registry.set_model(model_settings(m))
+        wanted = m.version_policy.select(valid_versions(m.base_path))
+        if not wanted:
+            model.message = (
                 f"no version folder with a saved_model.pb under {m.base_path} "
                 f"matches version_policy {m.version_policy.describe()!r}"
             )
-            log(f"model {m.name}: {model_state.message}")
-            return
-        for v in versions:
-            fe.registry.version_state(m.name, v)
-            for i in range(m.instances.count):
-                slot = Slot(m, v, i)
-                self.slots.append(slot)
-                self._spawn(slot)
+            if not model.versions:
+                log(f"model {m.name}: {model.message}")
+        else:
+            model.message = ""
+        for number in wanted:
+            v = model.versions.get(number)
+            if v is None or v.state == R.UNLOADING:
+                if v is None:
+                    log(f"model {m.name}: loading version {number}")
+                v = self.fe.registry.version_state(m.name, number)
+                v.state = R.LOADING
+            self._fit_workers(m, number)
+        serving_wanted = any(
+            model.versions[n].state == R.AVAILABLE for n in wanted if n in model.versions
+        )
+        for number, v in list(model.versions.items()):
+            if number not in wanted and v.state != R.UNLOADING and (serving_wanted or not wanted):
+                self._task(self._unload_version(m.name, number))
 
+    def _fit_workers(self, m: ModelConfig, version: int) -> None:
+        """Start missing workers; roll those whose placement changed, one at a time."""
+        want = [place(m.instances, i) for i in range(m.instances.count)]
+        have = [s for s in self.slots if s.name == m.name and s.version == version and s.wanted]
+        for s in have:
+            s.model = m
+        by_index = {s.placement.index: s for s in have}
+        for p in want:
+            if by_index.get(p.index) is None:
+                self._add_slot(m, version, p)
+        changed = [s for s in have if s.placement.index < len(want)]
+        changed = [s for s in changed if s.placement != want[s.placement.index]]
+        extra = [s for s in have if s.placement.index >= len(want)]
+        for s in extra:
+            self._task(self._retire(s))
+        if changed:
+            self._task(self._roll(m, version, [(s, want[s.placement.index]) for s in changed]))
+
+    def _add_slot(self, m: ModelConfig, version: int, p: Placement) -> Slot:
+        slot = Slot(m, version, p)
+        self.slots.append(slot)
+        self._spawn(slot)
+        return slot
+
+    async def _roll(self, m: ModelConfig, version: int, pairs: list[tuple[Slot, Placement]]):
+        """Replace workers one by one: the new one serves before the old one stops."""
+        limit = self.cfg.server.worker_start_timeout_seconds
+        for old, p in pairs:
+            if self.stopping or not old.wanted:
+                continue
+            log(f"rolling {m.name}/{version}/w{p.index}: {old.placement} -> {p}")
+            new = self._add_slot(m, version, p)
+            try:
+                await asyncio.wait_for(new.ready.wait(), limit)
+            except TimeoutError:
+                log(f"roll of {m.name}/{version}/w{p.index} abandoned: new worker not ready")
+                await self._retire(new)
+                return
+            await self._retire(old)
+
+    async def _unload_version(self, model: str, number: int) -> None:
+        """Drain a version no longer wanted, stop its workers, forget it."""
+        reg = self.fe.registry
+        m = reg.models.get(model)
+        if m is None or number not in m.versions:
+            return
+        v = m.versions[number]
+        v.state = R.UNLOADING
+        log(f"model {model}: unloading version {number}")
+        deadline = time.monotonic() + self.cfg.server.grace_seconds
+        while (self.fe.dispatcher.queued(v) or any(ln.inflight for ln in v.links)) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.005)
+        slots = [s for s in self.slots if s.name == model and s.version == number]
+        await asyncio.gather(*(self._retire(s) for s in slots))
+        self.fe.dispatcher.fail_queue(v, UNAVAILABLE, f"model {model!r} version {number} unloaded")
+        if m.versions.get(number) is v and v.state == R.UNLOADING:
+            del m.versions[number]
+            log(f"model {model}: version {number} unloaded")
+
+    async def _retire(self, slot: Slot) -> None:
+        """Stop one worker after what it holds is answered (bounded by the grace period)."""
+        slot.wanted = False
+        if slot.retry is not None:
+            slot.retry.cancel()
+            slot.retry = None
+        h = slot.handle
+        if h is not None:
+            h.state = "stopping"
+            h.link.draining = True
+            deadline = time.monotonic() + self.cfg.server.grace_seconds
+            while h.link.inflight and time.monotonic() < deadline and h.exit_code is None:
+                await asyncio.sleep(0.005)
+            if h.exit_code is None and not h.link.send_stop():
+                _kill(h.pid)
+            kill_at = time.monotonic() + 10.0
+            while slot.handle is h and time.monotonic() < kill_at:
+                await asyncio.sleep(0.005)
+            if slot.handle is h:
+                _kill(h.pid)
+            while slot.handle is h:
+                await asyncio.sleep(0.005)
+        if slot in self.slots:
+            self.slots.remove(slot)
+
+    async def _poll_versions(self) -> None:
+        """Pick up version folders that appear or disappear, without a restart."""
+        interval = self.cfg.server.version_poll_seconds
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            for m in self.cfg.models:
+                if self.stopping:
+                    return
+                self.reconcile(m)
+
+    # ---- workers -------------------------------------------------------------------
     def _spawn(self, slot: Slot) -> None:
-        fe = self.frontend
-        assert fe is not None
+        fe = self.fe
         slot.retry = None
         if self.stopping or not slot.wanted:
             return
         self.generation += 1
-        path = slot.model.base_path / str(slot.version)
         try:
             h = spawn(
                 instance=self.cfg.server.name,
-                model=slot.model.name,
+                model=slot.name,
                 version=slot.version,
-                path=path,
-                placement=place(slot.model.instances, slot.index),
+                path=slot.model.base_path / str(slot.version),
+                placement=slot.placement,
                 ring_bytes=self.cfg.server.ring_bytes,
                 max_spin_us=self.cfg.server.max_spin_us,
                 generation=self.generation,
                 on_response=fe.dispatcher.on_response,
             )
         except OSError as exc:
-            log(f"cannot start a worker for {slot.model.name}/{slot.version}: {exc}")
+            log(f"cannot start a worker for {slot.name}/{slot.version}: {exc}")
             self._schedule_retry(slot, str(exc))
             return
         slot.handle = h
         slot.started = time.monotonic()
-        loop = fe.loop
-        h.link.info = {}
+        slot.ready.clear()
         fe.registry.version_state(h.model, h.version).links.append(h.link)
         fe.dispatcher.add_link(h.link)
         reader = control.Reader()
-        loop.add_reader(h.ctl_fd, self._on_control, slot, h, reader)
-        loop.add_reader(h.pidfd, self._on_exit, slot, h)
+        fe.loop.add_reader(h.ctl_fd, self._on_control, slot, h, reader)
+        fe.loop.add_reader(h.pidfd, self._on_exit, slot, h)
         log(f"worker {h.label} started, pid {h.pid}")
 
     def _on_control(self, slot: Slot, h: WorkerHandle, reader: control.Reader) -> None:
-        fe = self.frontend
-        assert fe is not None
         try:
             data = os.read(h.ctl_fd, 65536)
         except BlockingIOError:
@@ -216,95 +370,98 @@ class Supervisor:
         except OSError:
             data = b""
         if not data:
-            fe.loop.remove_reader(h.ctl_fd)
+            self.fe.loop.remove_reader(h.ctl_fd)
             return
         for msg in reader.feed(data):
             kind = msg.get("t")
             if kind == "ready":
                 self._worker_ready(slot, h, msg)
             elif kind == "failed":
-                slot.last_error = str(msg.get("message", ""))
-                v = fe.registry.version_state(h.model, h.version)
-                v.message = f"load failed: {slot.last_error}"
+                slot.last_error = f"load failed: {msg.get('message', '')}"
 
     def _worker_ready(self, slot: Slot, h: WorkerHandle, msg: dict[str, Any]) -> None:
-        fe = self.frontend
-        assert fe is not None
+        fe = self.fe
         h.state = "ready"
         h.link.info = msg
         slot.ready_once = True
+        slot.ready.set()
         v = fe.registry.version_state(h.model, h.version)
         if not v.signatures:
             v.signatures = msg.get("signatures", {})
-        v.state = R.AVAILABLE
-        v.message = ""
+        if v.state != R.UNLOADING:
+            v.state = R.AVAILABLE
+            v.message = ""
         fe.dispatcher.link_ready(h.link)
+        if slot.placement.device != "cpu" and not msg.get("visible_gpus"):
+            log(f"worker {h.label}: configured {slot.placement.device} but TensorFlow sees no GPU")
         log(
-            f"worker {h.label} ready: pid {h.pid} device {msg.get('device')} "
-            f"intra_op_threads {msg.get('intra_op_threads')} "
+            f"worker {h.label} ready: pid {h.pid} model {h.model} version {h.version} "
+            f"device {msg.get('device')} intra_op_threads {msg.get('intra_op_threads')} "
             f"inter_op_threads {msg.get('inter_op_threads')} "
             f"cpu_affinity {msg.get('cpu_affinity')} load {msg.get('load_seconds', 0):.3f}s "
             f"warmup {msg.get('warmup_runs')} runs"
         )
+        # A newer version serving can retire older ones the policy no longer wants.
+        m = next((c for c in self.cfg.models if c.name == h.model), None)
+        if m is not None:
+            self.reconcile(m)
         self._check_ready()
 
     def _on_exit(self, slot: Slot, h: WorkerHandle) -> None:
-        fe = self.frontend
-        assert fe is not None
+        fe = self.fe
         code = h.proc.poll()
         if code is None:
             return
-        loop = fe.loop
-        loop.remove_reader(h.pidfd)
+        fe.loop.remove_reader(h.pidfd)
         try:
-            loop.remove_reader(h.ctl_fd)
+            fe.loop.remove_reader(h.ctl_fd)
         except (ValueError, OSError):
             pass
         h.state = "exited"
         h.exit_code = code
-        fe.dispatcher.remove_link(h.link, f"exited with code {code}")
+        reason = slot.last_error or f"exited with code {code}"
+        fe.dispatcher.remove_link(h.link, reason)
         h.close()
         if slot.handle is h:
             slot.handle = None
-        v = fe.registry.models[h.model].versions.get(h.version)
         if self.stopping or not slot.wanted:
             log(f"worker {h.label} stopped (code {code})")
-            self._maybe_finished()
             return
-        reason = slot.last_error or f"exited with code {code}"
         log(f"worker {h.label} died: {reason}")
+        m = fe.registry.models.get(h.model)
+        v = m.versions.get(h.version) if m is not None else None
         if v is not None and not v.serving_links():
             if code == WORKER_LOAD_FAILED or not slot.ready_once or slot.failures >= 2:
-                v.state = R.UNAVAILABLE_STATE
+                if v.state != R.UNLOADING:
+                    v.state = R.UNAVAILABLE_STATE
                 v.message = reason
             fe.dispatcher.fail_queue(
-                v, "UNAVAILABLE", f"model {h.model!r} version {h.version}: no live worker"
+                v, UNAVAILABLE, f"model {h.model!r} version {h.version}: no live worker ({reason})"
             )
         self._schedule_retry(slot, reason)
+        slot.last_error = ""
         self._check_ready()
 
     def _schedule_retry(self, slot: Slot, reason: str) -> None:
-        fe = self.frontend
-        assert fe is not None
-        # A worker that ran for a while before dying starts the backoff over.
-        if time.monotonic() - slot.started > 60:
+        # A worker that served for a while before dying starts the backoff over.
+        if slot.ready_once and time.monotonic() - slot.started > 60:
             slot.failures = 0
         delay = min(MAX_BACKOFF, 0.25 * (2**slot.failures))
         slot.failures += 1
         slot.restarts += 1
-        slot.last_error = reason
-        slot.retry = fe.loop.call_later(delay, self._spawn, slot)
+        log(f"restarting {slot.name}/{slot.version}/w{slot.placement.index} in {delay:.2f}s")
+        slot.retry = self.fe.loop.call_later(delay, self._spawn, slot)
 
     def _check_ready(self) -> None:
-        fe = self.frontend
-        if fe is None or self.stopping:
+        if self.frontend is None or self.stopping:
             return
-        ready = fe.registry.ready()
+        ready = self.fe.registry.ready()
         if ready and not self.ready_sent:
             self.ready_sent = True
             log("ready: every model has a serving worker")
             systemd.notify("READY=1", "STATUS=serving")
         elif not ready and self.ready_sent:
+            self.ready_sent = False
             systemd.notify("STATUS=degraded: a model has no serving worker")
 
     async def _monitor(self) -> None:
@@ -316,13 +473,87 @@ class Supervisor:
                 h = slot.handle
                 if h is None or h.state != "ready" or not h.link.inflight:
                     continue
-                if h.link.busy_id() and h.link.heartbeat_age() > limit:
-                    log(f"worker {h.label} silent for {h.link.heartbeat_age():.1f}s: killing")
-                    slot.last_error = f"hung (no heartbeat for {limit}s)"
+                age = h.link.heartbeat_age()
+                if h.link.busy_id() and age > limit:
+                    log(f"worker {h.label} silent for {age:.1f}s holding a request: killing")
+                    slot.last_error = f"hung: no heartbeat for {age:.1f}s (limit {limit}s)"
                     _kill(h.pid)
 
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
     def describe_workers(self) -> list[dict[str, Any]]:
-        return [s.handle.describe() for s in self.slots if s.handle is not None]
+        out = []
+        for s in self.slots:
+            if s.handle is not None:
+                d = s.handle.describe()
+                d["restarts"] = s.restarts
+                out.append(d)
+        return out
+
+    # ---- reload --------------------------------------------------------------------
+    def request_reload(self) -> None:
+        if self.stopping or self._reloading:
+            return
+        self._task(self._reload())
+
+    async def _reload(self) -> None:
+        self._reloading = True
+        try:
+            systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(1) // 1000}")
+            if not self.config_path:
+                log("reload: no config file to re-read (serving the demo)")
+                return
+            try:
+                new = load(self.config_path)
+            except ConfigError as exc:
+                log(f"reload refused, keeping the running config: {exc}")
+                systemd.notify("STATUS=reload refused: see the log")
+                return
+            self.apply(new)
+        finally:
+            self._reloading = False
+            if not self.stopping:
+                systemd.notify("READY=1", "STATUS=serving")
+
+    def apply(self, new: Config) -> None:
+        old = self.cfg
+        fixed = [
+            k
+            for k in ("tcp", "unix", "name", "ring_bytes", "max_frame_bytes", "auth_token_file")
+            if getattr(old.server, k) != getattr(new.server, k)
+        ]
+        if fixed:
+            log(f"reload: changes to server.{', server.'.join(fixed)} need a restart; kept")
+        self.cfg = Config(
+            server=old.server.__class__(
+                **{**new.server.__dict__, **{k: getattr(old.server, k) for k in fixed}}
+            ),
+            models=new.models,
+            path=new.path,
+        )
+        new_names = {m.name for m in new.models}
+        for m in old.models:
+            if m.name not in new_names:
+                self._task(self._remove_model(m.name))
+        for m in new.models:
+            self.reconcile(m)
+        log(f"reloaded {self.config_path}: models {sorted(new_names)}")
+
+    async def _remove_model(self, name: str) -> None:
+        reg = self.fe.registry
+        m = reg.models.get(name)
+        if m is None:
+            return
+        log(f"model {name}: removed from the config; draining")
+        await asyncio.gather(*(self._unload_version(name, n) for n in list(m.versions)))
+        for s in [s for s in self.slots if s.name == name]:
+            await self._retire(s)
+        if not any(c.name == name for c in self.cfg.models):
+            reg.drop_model(name)
+            log(f"model {name}: removed")
 
     # ---- stopping ------------------------------------------------------------------
     def request_stop(self, graceful: bool) -> None:
@@ -330,13 +561,10 @@ class Supervisor:
             if not graceful:  # a second INT: stop now
                 self._kill_all()
             return
-        fe = self.frontend
-        assert fe is not None
-        fe.loop.create_task(self._shutdown(graceful))
+        self._task(self._shutdown(graceful))
 
     async def _shutdown(self, graceful: bool) -> None:
-        fe = self.frontend
-        assert fe is not None
+        fe = self.fe
         self.stopping = True
         log(f"stopping ({'drain' if graceful else 'fast'})")
         systemd.notify("STOPPING=1", "STATUS=stopping")
@@ -347,9 +575,7 @@ class Supervisor:
                 slot.retry.cancel()
         deadline = time.monotonic() + self.cfg.server.grace_seconds
         if not graceful:
-            for m in fe.registry.models.values():
-                for v in m.versions.values():
-                    fe.dispatcher.fail_queue(v, "UNAVAILABLE", "server stopping")
+            self._fail_all_queued("server stopping")
         while fe.dispatcher.inflight_total() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         for slot in self.slots:
@@ -357,36 +583,35 @@ class Supervisor:
             if h is not None:
                 h.state = "stopping"
                 h.link.draining = True
-                if not h.link.send_stop():
+                if time.monotonic() >= deadline or not h.link.send_stop():
                     _kill(h.pid)
         while any(s.handle is not None for s in self.slots) and time.monotonic() < deadline + 5:
             await asyncio.sleep(0.005)
         self._kill_all()
         while any(s.handle is not None for s in self.slots):
             await asyncio.sleep(0.005)
-        for m in fe.registry.models.values():
-            for v in m.versions.values():
-                fe.dispatcher.fail_queue(v, "UNAVAILABLE", "server stopped")
+        self._fail_all_queued("server stopped")
         # Let replies already written reach their clients before closing.
         t_end = time.monotonic() + 1.0
         while time.monotonic() < t_end and any(
-            c.transport is not None and c.transport.get_write_buffer_size() for c in fe.connections
+            c.transport is not None and c.transport.get_write_buffer_size()
+            for c in fe.connections
         ):
             await asyncio.sleep(0.005)
         fe.close_connections()
         log("stopped")
-        self._maybe_finished(force=True)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(self.exit_code)
+
+    def _fail_all_queued(self, why: str) -> None:
+        for m in self.fe.registry.models.values():
+            for v in m.versions.values():
+                self.fe.dispatcher.fail_queue(v, UNAVAILABLE, why)
 
     def _kill_all(self) -> None:
         for slot in self.slots:
             if slot.handle is not None:
                 _kill(slot.handle.pid)
-
-    def _maybe_finished(self, force: bool = False) -> None:
-        if self._done is None or self._done.done():
-            return
-        if force:
-            self._done.set_result(self.exit_code)
 
 
 def _kill(pid: int) -> None:
@@ -404,22 +629,21 @@ def _claim_unix_path(path: str) -> None:
     probe.settimeout(1.0)
     try:
         probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        os.unlink(path)
-        return
     except OSError:
-        os.unlink(path)
+        os.unlink(path)  # nobody answers: left by a dead run
         return
     finally:
         probe.close()
     raise OSError(f"{path}: another server is listening on this socket")
 
 
-def run(cfg: Config, listeners: list[socket.socket] | None = None) -> int:
+def run(
+    cfg: Config, listeners: list[socket.socket] | None = None, config_path: str | None = None
+) -> int:
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:  # the SDK-only install can still run a server, slower
         runner = asyncio.run
-    return int(runner(Supervisor(cfg, listeners).run()))
+    return int(runner(Supervisor(cfg, listeners, config_path).run()))
