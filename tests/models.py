@@ -71,6 +71,39 @@ class Slow(tf.Module):
         return {"y": out}
 
 
+ALL_DTYPES = {
+    "bool": tf.bool,
+    "int8": tf.int8,
+    "int16": tf.int16,
+    "int32": tf.int32,
+    "int64": tf.int64,
+    "uint8": tf.uint8,
+    "uint16": tf.uint16,
+    "uint32": tf.uint32,
+    "uint64": tf.uint64,
+    "float16": tf.float16,
+    "float32": tf.float32,
+    "float64": tf.float64,
+    "string": tf.string,
+}
+
+
+class AllTypes(tf.Module):
+    """One [-1, 2] input per protocol dtype, each returned as `<name>_out` (identity),
+    plus a float32 sum, so batched and unbatched replies can be compared exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        specs = [tf.TensorSpec([None, 2], dt, name=n) for n, dt in ALL_DTYPES.items()]
+
+        def fn(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+            out = {f"{n}_out": tf.identity(a) for n, a in zip(ALL_DTYPES, args, strict=True)}
+            out["f32_sum"] = tf.reduce_sum(args[10], axis=1)
+            return out
+
+        self.serve = tf.function(fn, input_signature=specs)
+
+
 def save(module: tf.Module, path: Path, signatures: dict[str, object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tf.saved_model.save(module, str(path), signatures=signatures)
@@ -90,7 +123,9 @@ def build_all(root: Path) -> dict[str, Path]:
     save(ints, root / "ints" / "1", {"serving_default": ints.serve, "double": ints.double})
     save(st, root / "strings" / "1", {"serving_default": st.serve})
     save(slow, root / "slow" / "1", {"serving_default": slow.serve})
-    return {n: root / n for n in ("linear", "linear2", "ints", "strings", "slow")}
+    alltypes = AllTypes()
+    save(alltypes, root / "alltypes" / "1", {"serving_default": alltypes.serve})
+    return {n: root / n for n in ("linear", "linear2", "ints", "strings", "slow", "alltypes")}
 
 
 def reference(
