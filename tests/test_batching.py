@@ -11,13 +11,14 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from conftest import models_toml
-from models import ALL_DTYPES
-from rawclient import Raw
 
 from ringserve.client import Client
 from ringserve.ipc.tensors import to_wire
 from ringserve.runtime.launch import ServerProcess
+
+from conftest import models_toml
+from models import ALL_DTYPES
+from rawclient import Raw
 
 BATCH = """[models.batching]
 max_batch_size = 8
