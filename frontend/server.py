@@ -14,6 +14,7 @@ from ringserve.ipc.errors import ProtocolError
 
 from .connection import Connection
 from .dispatch import Dispatcher
+from .metrics import MetricsProtocol
 from .registry import Registry
 from .settings import FrontendSettings
 
@@ -27,7 +28,7 @@ class Frontend:
         self.registry = Registry(settings.models)
         self.dispatcher = Dispatcher(settings, self.registry, loop)
         self.connections: set[Connection] = set()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[tuple[str, asyncio.AbstractServer]] = []
         self._unix_path: str | None = None  # set only once this process bound it
         self.live = True
         self.accepting = True
@@ -61,7 +62,7 @@ class Frontend:
                 )
             tcp_sock.setblocking(False)
             srv = await self.loop.create_server(lambda: Connection(self, "tcp"), sock=tcp_sock)
-            self.servers.append(srv)
+            self.servers.append(("tcp", srv))
         if unix_sock is not None or s.unix:
             if unix_sock is None:
                 os.makedirs(os.path.dirname(s.unix) or ".", exist_ok=True)
@@ -76,22 +77,25 @@ class Frontend:
             srv = await self.loop.create_unix_server(
                 lambda: Connection(self, "unix"), sock=unix_sock
             )
-            self.servers.append(srv)
+            self.servers.append(("unix", srv))
+        if s.metrics:
+            host, _, port = s.metrics.rpartition(":")
+            srv = await self.loop.create_server(
+                lambda: MetricsProtocol(self.stats_snapshot), host.strip("[]"), int(port)
+            )
+            self.servers.append(("metrics", srv))
 
     def bound(self) -> dict[str, str]:
         out = {}
-        for srv in self.servers:
+        for kind, srv in self.servers:
             for sock in getattr(srv, "sockets", ()):
                 name = sock.getsockname()
-                if isinstance(name, tuple):
-                    out["tcp"] = f"{name[0]}:{name[1]}"
-                else:
-                    out["unix"] = name
+                out[kind] = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else name
         return out
 
     def close_listeners(self) -> None:
         self.accepting = False
-        for srv in self.servers:
+        for _, srv in self.servers:
             srv.close()
         if self._unix_path is not None:
             try:
@@ -122,15 +126,16 @@ class Frontend:
         return {"model": model.name, "version": v.number, "signatures": v.signatures}
 
     def _stats(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        return self.stats_snapshot()
+
+    def stats_snapshot(self) -> dict[str, Any]:
         d = self.dispatcher
         models = {}
         for name, st in d.stats.items():
             m = self.registry.models[name]
             models[name] = {
                 **st.as_dict(),
-                "queue_depth": sum(
-                    sum(1 for p in v.queue if not p.done) for v in m.versions.values()
-                ),
+                "queue_depth": sum(d.queued(v) for v in m.versions.values()),
             }
         return {
             "models": models,

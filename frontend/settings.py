@@ -19,6 +19,7 @@ class FrontendSettings:
     tcp: str = ""
     unix: str = ""
     unix_mode: int = 0o660
+    metrics: str = ""
     max_frame_bytes: int = 256 * 1024 * 1024
     auth_token: str | None = None
     max_inflight_per_connection: int = 1024

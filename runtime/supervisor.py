@@ -68,6 +68,7 @@ def frontend_settings(cfg: Config) -> FrontendSettings:
         tcp=s.tcp,
         unix=s.unix,
         unix_mode=s.unix_mode,
+        metrics=s.metrics,
         max_frame_bytes=s.max_frame_bytes,
         auth_token=token,
         max_inflight_per_connection=s.max_inflight_per_connection,
@@ -594,8 +595,7 @@ class Supervisor:
         # Let replies already written reach their clients before closing.
         t_end = time.monotonic() + 1.0
         while time.monotonic() < t_end and any(
-            c.transport is not None and c.transport.get_write_buffer_size()
-            for c in fe.connections
+            c.transport is not None and c.transport.get_write_buffer_size() for c in fe.connections
         ):
             await asyncio.sleep(0.005)
         fe.close_connections()
