@@ -21,6 +21,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
+from .shm import SharedRegion, ShmTensor
 from .sync import Client
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "NotFound",
     "ResourceExhausted",
     "RingserveError",
+    "SharedRegion",
+    "ShmTensor",
     "Unauthenticated",
     "Unavailable",
 ]

@@ -22,6 +22,11 @@ def parse_address(url: str) -> tuple[str, Any]:
     return "tcp", (u.hostname, u.port)
 
 
+def _tensor(v: Any) -> dict[str, Any]:
+    """Arrays go inline; a `ShmTensor` goes as a reference to its region."""
+    return v.to_wire() if hasattr(v, "to_wire") else to_wire(v)
+
+
 def infer_request(
     model: str,
     inputs: dict[str, Any],
@@ -29,11 +34,14 @@ def infer_request(
     signature: str | None,
     outputs: list[str] | None,
     timeout_ms: float | None,
+    output_shm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "op": "infer",
         "model": model,
-        "inputs": {k: to_wire(v) for k, v in inputs.items()},
+        "inputs": {
+            k: v.to_wire() if hasattr(v, "to_wire") else to_wire(v) for k, v in inputs.items()
+        },
     }
     if version is not None:
         msg["version"] = version
@@ -43,6 +51,8 @@ def infer_request(
         msg["outputs"] = list(outputs)
     if timeout_ms is not None:
         msg["timeout_ms"] = timeout_ms
+    if output_shm is not None:
+        msg["output_shm"] = output_shm
     return msg
 
 
@@ -53,5 +63,14 @@ def result(reply: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def outputs(reply: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
-    return {k: from_wire(t) for k, t in result(reply)["outputs"].items()}
+def outputs(
+    reply: dict[str, Any], regions: dict[str, Any] | None = None
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Decode outputs; those written to shared memory are returned as views of it."""
+    out = {}
+    for k, t in result(reply)["outputs"].items():
+        if "shm" in t and regions is not None:
+            out[k] = regions[t["shm"]["region"]].read(t)
+        else:
+            out[k] = from_wire(t)
+    return out

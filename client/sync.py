@@ -11,8 +11,10 @@ import numpy as np
 
 from ringserve.ipc import wire
 
-from .common import infer_request, outputs, parse_address, result
+from .common import infer_request, parse_address, result
+from .common import outputs as outputs_of
 from .errors import ConnectionClosed
+from .shm import SharedRegion
 
 
 class Client:
@@ -30,6 +32,7 @@ class Client:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._dec = wire.FrameDecoder(1 << 31)
         self._ready: dict[int | None, dict[str, Any]] = {}
+        self.regions: dict[str, SharedRegion] = {}
         self._next = 0
         if token is not None:
             self.call("auth", token=token)
@@ -88,6 +91,15 @@ class Client:
     def stats(self) -> dict[str, Any]:
         return self.call("stats")
 
+    def shm_register(self, region: SharedRegion) -> None:
+        self.call("shm_register", name=region.name, key=region.key, size=region.size)
+        self.regions[region.name] = region
+
+    def shm_unregister(self, region: SharedRegion | str) -> None:
+        name = region if isinstance(region, str) else region.name
+        self.call("shm_unregister", name=name)
+        self.regions.pop(name, None)
+
     def infer(
         self,
         model: str,
@@ -97,9 +109,12 @@ class Client:
         signature: str | None = None,
         outputs: list[str] | None = None,
         timeout_ms: float | None = None,
+        output_shm: dict[str, Any] | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
-        req = infer_request(model, inputs, version, signature, outputs, timeout_ms)
-        return _outputs(self.recv(self.send(req)))
+        """Run a signature. Input values are arrays or `SharedRegion.tensor()` references;
+        outputs named in `output_shm` come back as views of the client's region."""
+        req = infer_request(model, inputs, version, signature, outputs, timeout_ms, output_shm)
+        return outputs_of(self.recv(self.send(req)), self.regions)
 
     def infer_many(
         self, model: str, batch: Iterable[dict[str, Any]], **kw: Any
@@ -121,11 +136,7 @@ class Client:
         out: list[dict[str, np.ndarray[Any, Any]] | Exception] = []
         for rid in ids:
             try:
-                out.append(_outputs(self.recv(rid)))
+                out.append(outputs_of(self.recv(rid), self.regions))
             except Exception as exc:
                 out.append(exc)
         return out
-
-
-def _outputs(reply: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
-    return outputs(reply)

@@ -16,6 +16,8 @@ from ringserve.ipc import errors as E
 from ringserve.ipc import wire
 from ringserve.ipc.errors import ProtocolError
 
+from .regions import Regions
+
 if TYPE_CHECKING:
     from .server import Frontend
 
@@ -32,6 +34,7 @@ class Connection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self.close_after_reply = False
+        self.regions: Regions | None = Regions() if kind == "unix" else None
         self._limit = frontend.settings.max_inflight_per_connection
 
     # ---- asyncio.Protocol ----------------------------------------------------------
@@ -43,6 +46,8 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.frontend.connections.discard(self)
         self.frontend.dispatcher.cancel_connection(self)
+        if self.regions is not None:
+            self.regions.close()
 
     def pause_writing(self) -> None:
         self._write_paused = True

@@ -22,12 +22,15 @@ from ringserve.ipc.ring import RecordTooLarge
 from ringserve.ipc.tensors import STRING, check_wire_tensor, count, itemsize, shape_matches
 
 from .links import WorkerLink
+from .regions import Region, Regions
 from .registry import Registry, VersionState
 from .settings import FrontendSettings
 from .stats import ModelStats
 
 
 class Replier(Protocol):
+    regions: Regions | None
+
     def reply(self, msg: dict[str, Any], large: bool = False) -> None: ...
     def request_done(self) -> None: ...
 
@@ -42,6 +45,7 @@ class Pending:
         "done",
         "key",
         "model",
+        "output_shm",
         "retried",
         "rows",
         "running",
@@ -61,6 +65,7 @@ class Pending:
         self.sig = "serving_default"
         self.tensors: list[Any] = []
         self.wanted: list[str] | None = None
+        self.output_shm: dict[str, tuple[Region, int, int]] = {}
         self.rows: int | None = None  # batch dimension shared by every input, if any
         self.key: tuple[Any, ...] = ()  # what must match to share a batch
         self.deadline = 0.0
@@ -181,8 +186,10 @@ class Dispatcher:
         ms = model.settings
         p = Pending(conn, cid, model.name, v)
         p.sig = sig_name
-        p.tensors = self._check_inputs(msg.get("inputs"), sig["inputs"])
+        p.tensors = self._check_inputs(msg.get("inputs"), sig["inputs"], conn.regions)
         p.wanted = self._check_outputs(msg.get("outputs"), sig["outputs"])
+        if "output_shm" in msg:
+            p.output_shm = self._check_output_shm(msg["output_shm"], sig["outputs"], conn)
         timeout = msg.get("timeout_ms")
         if timeout is None:
             timeout = self.settings.default_timeout_ms or None
@@ -190,10 +197,6 @@ class Dispatcher:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
                 f"field 'timeout_ms': expected a positive number, received {timeout!r}",
-            )
-        if "output_shm" in msg:
-            raise ProtocolError(
-                E.INVALID_ARGUMENT, "field 'output_shm': shared-memory outputs need shm_register"
             )
         dims = {t[2][0] if t[2] else None for t in p.tensors}
         if len(dims) == 1 and None not in dims:
@@ -223,7 +226,9 @@ class Dispatcher:
         v.queue.append(p)
         self._pump(v)
 
-    def _check_inputs(self, inputs: Any, spec: dict[str, Any]) -> list[Any]:
+    def _check_inputs(
+        self, inputs: Any, spec: dict[str, Any], regions: Regions | None
+    ) -> list[Any]:
         if not isinstance(inputs, dict):
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
@@ -250,10 +255,18 @@ class Dispatcher:
             field = f"inputs.{name}"
             dtype, shape, data = check_wire_tensor(field, inputs[name])
             if "shm" in inputs[name]:
-                raise ProtocolError(
-                    E.INVALID_ARGUMENT,
-                    f"{field}.shm: region not registered on this connection (use shm_register)",
-                )
+                if regions is None:
+                    raise ProtocolError(
+                        E.INVALID_ARGUMENT,
+                        f"{field}.shm: shared-memory tensors need a Unix-socket connection",
+                    )
+                if dtype == STRING:
+                    raise ProtocolError(
+                        E.INVALID_ARGUMENT,
+                        f"{field}.shm: expected a numeric dtype in shared memory, received string",
+                    )
+                region = regions.get(f"{field}.shm", data)
+                data = region.slice(f"{field}.shm", data, count(shape) * itemsize(dtype))
             if dtype != want["dtype"]:
                 raise ProtocolError(
                     E.INVALID_ARGUMENT,
@@ -282,6 +295,35 @@ class Dispatcher:
                 f"field 'outputs': expected names from {sorted(spec)}, received {unknown}",
             )
         return list(dict.fromkeys(wanted))
+
+    def _check_output_shm(
+        self, refs: Any, spec: dict[str, Any], conn: Replier
+    ) -> dict[str, tuple[Region, int, int]]:
+        if conn.regions is None:
+            raise ProtocolError(
+                E.INVALID_ARGUMENT, "field 'output_shm': needs a Unix-socket connection"
+            )
+        if not isinstance(refs, dict):
+            raise ProtocolError(
+                E.INVALID_ARGUMENT,
+                f"field 'output_shm': expected a map of output name to region, received {refs!r}",
+            )
+        out = {}
+        for name, ref in refs.items():
+            field = f"output_shm.{name}"
+            if name not in spec:
+                raise ProtocolError(
+                    E.INVALID_ARGUMENT,
+                    f"{field}: expected an output name from {sorted(spec)}, received {name!r}",
+                )
+            if spec[name]["dtype"] == STRING:
+                raise ProtocolError(
+                    E.INVALID_ARGUMENT, f"{field}: string outputs cannot go to shared memory"
+                )
+            region = conn.regions.get(field, ref)
+            region.slice(field, ref, None)
+            out[name] = (region, ref.get("offset", 0), ref["size"])
+        return out
 
     # ---- scheduling ----------------------------------------------------------------
     def _pick(self, v: VersionState, limit: int) -> WorkerLink | None:
@@ -474,9 +516,24 @@ class Dispatcher:
             self._succeed(p, job.version, {k: a[start : start + rows] for k, a in outs.items()})
 
     def _succeed(self, p: Pending, version: int, outs: dict[str, np.ndarray[Any, Any]]) -> None:
-        wire = {}
+        wire: dict[str, Any] = {}
         total = 0
         for name, a in outs.items():
+            dest = p.output_shm.get(name)
+            if dest is not None:
+                region, off, size = dest
+                if a.nbytes > size:
+                    self._fail(
+                        p,
+                        E.INVALID_ARGUMENT,
+                        f"output_shm.{name}.size: expected at least {a.nbytes} bytes for shape "
+                        f"{list(a.shape)}, received {size}",
+                    )
+                    return
+                region.view[off : off + a.nbytes] = np.ascontiguousarray(a).data.cast("B")
+                ref = {"region": region.name, "offset": off, "size": a.nbytes}
+                wire[name] = {"dtype": a.dtype.name, "shape": list(a.shape), "shm": ref}
+                continue
             total += a.nbytes
             if a.dtype == object:
                 wire[name] = {"dtype": STRING, "shape": list(a.shape), "data": a.ravel().tolist()}

@@ -15,6 +15,7 @@ from ringserve.ipc.errors import ProtocolError
 from .connection import Connection
 from .dispatch import Dispatcher
 from .metrics import MetricsProtocol
+from .regions import Regions
 from .registry import Registry
 from .settings import FrontendSettings
 
@@ -39,8 +40,8 @@ class Frontend:
             "metadata": self._metadata,
             "stats": self._stats,
             "auth": self._auth,
-            "shm_register": self._shm_unsupported,
-            "shm_unregister": self._shm_unsupported,
+            "shm_register": self._shm_register,
+            "shm_unregister": self._shm_unregister,
         }
 
     def log(self, text: str) -> None:
@@ -148,7 +149,18 @@ class Frontend:
         conn.authenticate(msg.get("token"))
         return {}
 
-    def _shm_unsupported(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
-        raise ProtocolError(
-            E.FAILED_PRECONDITION, f"op {msg.get('op')!r}: shared-memory regions are not enabled"
-        )
+    def _regions(self, conn: Connection, msg: dict[str, Any]) -> Regions:
+        if conn.regions is None:
+            raise ProtocolError(
+                E.FAILED_PRECONDITION,
+                f"op {msg.get('op')!r}: shared-memory regions need a Unix-socket connection",
+            )
+        return conn.regions
+
+    def _shm_register(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        self._regions(conn, msg).register(msg)
+        return {}
+
+    def _shm_unregister(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        self._regions(conn, msg).unregister(msg)
+        return {}

@@ -25,6 +25,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
+    started: list[int] = []  # process-group ids of every server started here (leak checks)
+
     """`server_toml` is the [server] table body; `models_toml` the [[models]] tables.
 
     tcp, unix and a unique server name are filled in unless given.
@@ -91,6 +93,7 @@ class ServerProcess:
             pass_fds=self.pass_fds,
             start_new_session=True,
         )
+        ServerProcess.started.append(self.proc.pid)
         if self._wait_ready:
             try:
                 self.wait_ready()

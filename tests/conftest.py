@@ -4,7 +4,6 @@ and a leak check that fails the run if any process or /dev/shm object outlives i
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,20 +18,30 @@ def shm_entries() -> set[str]:
     return {e for e in os.listdir("/dev/shm") if "ringserve" in e}
 
 
-def ringserve_processes() -> list[str]:
-    out = subprocess.run(["pgrep", "-af", "ringserve"], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if "pytest" not in ln and "pgrep" not in ln]
+def live_groups() -> list[int]:
+    """Process groups of servers this run started that still hold a process.
+
+    A server runs in its own session; its workers share its process group."""
+    out = []
+    for pgid in ServerProcess.started:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        out.append(pgid)
+    return out
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leaks() -> Iterator[None]:
     before = shm_entries()
-    procs_before = set(ringserve_processes())
     yield
     left = shm_entries() - before
-    procs = [p for p in ringserve_processes() if p not in procs_before]
     assert not left, f"shared-memory objects leaked: {sorted(left)}"
-    assert not procs, f"processes leaked: {procs}"
+    groups = live_groups()
+    assert not groups, f"processes of these server groups outlived the tests: {groups}"
 
 
 @pytest.fixture(scope="session")
