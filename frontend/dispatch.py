@@ -461,9 +461,12 @@ class Dispatcher:
         self._spin_until = time.perf_counter() + self._spin_s
         if not self._polling and self._spin_s > 0:
             self._polling = True
+            for link in self.links:
+                link.set_sleeping(False)
             self.loop.call_soon(self._poll_tick)
 
     def _poll_tick(self) -> None:
+        """One turn of the frontend's spin: poll the rings, let the loop run, again."""
         busy = False
         for link in self.links:
             if link.inflight:
@@ -471,8 +474,14 @@ class Dispatcher:
                 busy = busy or bool(link.inflight)
         if busy and time.perf_counter() < self._spin_until:
             self.loop.call_soon(self._poll_tick)
-        else:
-            self._polling = False
+            return
+        self._polling = False
+        for link in self.links:
+            link.set_sleeping(True)
+        wake.fence()  # then look once more: a completion may have raced the flag
+        for link in self.links:
+            if link.inflight:
+                link.poll()
 
     def _on_efd(self, link: WorkerLink) -> None:
         wake.drain(link.resp_efd)

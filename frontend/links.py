@@ -58,7 +58,7 @@ class WorkerLink:
         """Write one request record; False if the ring has no room right now."""
         if records.write(self.req, layout.KIND_REQUEST, head, tensors) is None:
             return False
-        wake.signal(self.req_efd)
+        wake.ring_doorbell(self.req.words, self.req_efd)
         return True
 
     def send_stop(self) -> bool:
@@ -66,7 +66,7 @@ class WorkerLink:
         if view is None:
             return False
         self.req.commit(layout.KIND_STOP)
-        wake.signal(self.req_efd)
+        wake.signal(self.req_efd)  # always: the worker must see it even mid-spin
         return True
 
     def poll(self) -> int:
@@ -85,6 +85,10 @@ class WorkerLink:
             resp.release()
             n += 1
         return n
+
+    def set_sleeping(self, sleeping: bool) -> None:
+        """Tell the worker whether completions need the eventfd (we are not polling)."""
+        self.resp.words[layout.W_SLEEPING] = int(sleeping)
 
     def heartbeat_age(self) -> float:
         """Seconds since the worker last showed life, and the request it holds."""

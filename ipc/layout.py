@@ -9,6 +9,7 @@
     |   word 17           : tail_seq|
     |   word 24 (byte 192): beat_ns |   consumer heartbeat (CLOCK_MONOTONIC ns)
     |   word 25           : busy_id |   request id the consumer is computing, 0 = none
+    |   word 26           : sleeping|   1 while the consumer may sleep: ring its eventfd
     +-------------------------------+ 4096 (DATA_OFFSET, page aligned)
     | data area, `capacity` bytes   |   records, each starting on a 64-byte boundary
     +-------------------------------+
@@ -43,6 +44,7 @@ W_TAIL = 16
 W_TAIL_SEQ = 17
 W_BEAT = 24
 W_BUSY = 25
+W_SLEEPING = 26
 HEADER_WORDS = 32
 
 RECORD = struct.Struct("<QIIQQ")  # seq, kind, commit, length, reserved

@@ -1,22 +1,43 @@
-"""How one side wakes the other: an eventfd per direction, plus an adaptive spin.
+"""How one side wakes the other: an eventfd per direction, a "sleeping" word, a spin.
 
 A blocking cross-core wake-up costs tens of microseconds on a small VM, a spin on the
 ring's head word well under one. The waiter spins for a budget that follows the gaps
 it observes (up to `max_spin_us`) and shrinks while nothing comes, so an idle process
 spins at most once per arrival and then sleeps in poll().
 
-The signaller always writes the eventfd after publishing (about a microsecond): with a
-count-based eventfd a wake-up can't be lost, which a shared "sleeping" flag can't
-promise without fences Python can't issue. The waiter drains the count before it
-re-checks the ring and sleeps.
+Before sleeping the waiter sets the ring's `sleeping` word; after publishing, the
+signaller writes the eventfd only if that word is set, so a spinning peer costs no
+system call. This is Dekker's pattern (each side stores, then loads the other's
+word), which x86's store buffer breaks unless both sides fence between the store and
+the load. Python has no fence, but an uncontended threading.Lock acquire/release is
+a locked compare-and-swap in glibc (a full barrier on x86-64) for about 100 ns; see
+`fence`. The eventfd is count based, so a wake-up that does fire is never lost.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
+
+from . import layout
+
+_fence_lock = threading.Lock()
+
+
+def fence() -> None:
+    """A full memory barrier: orders this thread's earlier stores before later loads."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+def ring_doorbell(words: memoryview, fd: int) -> None:
+    """After publishing a record: wake the consumer if it may be asleep."""
+    fence()
+    if words[layout.W_SLEEPING]:
+        signal(fd)
 
 
 def new_eventfd() -> int:
@@ -40,8 +61,11 @@ def drain(fd: int) -> int:
 class Waiter:
     """Blocking side of a ring (a worker): spin, then sleep on the eventfd."""
 
-    def __init__(self, fd: int, ready: Callable[[], bool], max_spin_us: int = 2000) -> None:
+    def __init__(
+        self, fd: int, ready: Callable[[], bool], words: memoryview, max_spin_us: int = 2000
+    ) -> None:
         self.fd = fd
+        self.words = words
         self.ready = ready
         self.max_spin_ns = max_spin_us * 1000
         self.budget_ns = self.max_spin_ns // 4
@@ -75,14 +99,22 @@ class Waiter:
         self.budget_ns = budget // 2 if budget > 20_000 else 0
         self.sleeps += 1
         end = start + int(timeout_s * 1e9)
-        while True:
-            drain(self.fd)
-            if ready():
-                gap = time.perf_counter_ns() - start
-                if gap < self.max_spin_ns:
-                    self.budget_ns = min(self.max_spin_ns, max(self.budget_ns, 2 * gap, 50_000))
-                return True
-            left_ms = (end - time.perf_counter_ns()) / 1e6
-            if left_ms <= 0:
-                return False
-            self._poll.poll(max(1, int(left_ms + 0.999)))
+        words = self.words
+        words[layout.W_SLEEPING] = 1
+        try:
+            while True:
+                drain(self.fd)
+                fence()  # the sleeping store must be visible before we look at head
+                if ready():
+                    gap = time.perf_counter_ns() - start
+                    if gap < self.max_spin_ns:
+                        self.budget_ns = min(
+                            self.max_spin_ns, max(self.budget_ns, 2 * gap, 50_000)
+                        )
+                    return True
+                left_ms = (end - time.perf_counter_ns()) / 1e6
+                if left_ms <= 0:
+                    return False
+                self._poll.poll(max(1, int(left_ms + 0.999)))
+        finally:
+            words[layout.W_SLEEPING] = 0

@@ -107,6 +107,7 @@ def spawn(
             segs.append(shm.create(instance, f"{tag}-{part}", size))
         req = Ring(segs[0].map, create=True, capacity=ring_bytes)
         resp = Ring(segs[1].map, create=True, capacity=ring_bytes)
+        resp.words[layout.W_SLEEPING] = 1  # the frontend polls only after submitting
         req_efd, resp_efd = wake.new_eventfd(), wake.new_eventfd()
         fds += [req_efd, resp_efd]
         ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)

@@ -104,7 +104,9 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
     req_efd, resp_efd = int(spec["req_efd"]), int(spec["resp_efd"])
     parent = int(spec["parent_pid"])
     words = req.words
-    waiter = wake.Waiter(req_efd, req.readable, max_spin_us=int(spec.get("max_spin_us", 1000)))
+    waiter = wake.Waiter(
+        req_efd, req.readable, req.words, max_spin_us=int(spec.get("max_spin_us", 1000))
+    )
     sigs = loaded.signatures
     clock = time.monotonic_ns
     while True:
@@ -149,7 +151,7 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
         _respond(resp, resp_efd, [rid, code, message, busy], outputs, parent)
         words[layout.W_BUSY] = 0
         req.release()
-        wake.signal(resp_efd)
+        wake.ring_doorbell(resp.words, resp_efd)
 
 
 def _respond(
