@@ -22,12 +22,12 @@ if TYPE_CHECKING:
     from .server import Frontend
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     def __init__(self, frontend: Frontend, kind: str) -> None:
         self.frontend = frontend
         self.kind = kind  # "tcp" | "unix"
         self.transport: asyncio.Transport | None = None
-        self.decoder = wire.FrameDecoder(frontend.settings.max_frame_bytes)
+        self.reader = wire.FrameReader(frontend.settings.max_frame_bytes)
         self.authenticated = kind == "unix" or frontend.settings.auth_token is None
         self.inflight = 0
         self.closed = False
@@ -57,9 +57,12 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._update_reading()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            bodies = self.decoder.feed(data)
+            bodies = self.reader.buffer_updated(nbytes)
         except wire.FrameTooLarge as exc:
             self.reply(wire.error(None, E.RESOURCE_EXHAUSTED, f"frame length: {exc}"))
             self.close()

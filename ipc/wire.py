@@ -151,6 +151,68 @@ class FrameDecoder:
         return len(self._head) + (self._filled if self._body is not None else 0)
 
 
+class FrameReader:
+    """Frame splitting for a buffered protocol (asyncio.BufferedProtocol).
+
+    The transport reads straight into our memory: small frames into a reused scratch
+    buffer, and a large body, once its length is known and checked, straight into a
+    buffer of exactly that size. Returned bodies are views, valid until the next
+    `get_buffer`.
+    """
+
+    def __init__(self, max_frame_bytes: int, scratch: int = 256 * 1024) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._scratch = bytearray(scratch)
+        self._sview = memoryview(self._scratch)
+        self._start = 0
+        self._end = 0
+        self._body: bytearray | None = None
+        self._filled = 0
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        if self._body is not None:
+            return memoryview(self._body)[self._filled :]
+        if self._start:
+            n = self._end - self._start
+            self._sview[:n] = self._sview[self._start : self._end]
+            self._start, self._end = 0, n
+        return self._sview[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> list[memoryview]:
+        """Account for `nbytes` read; return complete bodies. Raises FrameTooLarge."""
+        body = self._body
+        if body is not None:
+            self._filled += nbytes
+            if self._filled < len(body):
+                return []
+            self._body = None
+            return [memoryview(body)]
+        self._end += nbytes
+        out: list[memoryview] = []
+        sv, start, end = self._sview, self._start, self._end
+        while end - start >= 4:
+            (length,) = HEADER.unpack_from(sv, start)
+            if length > self.max_frame_bytes:
+                self._start = self._end = 0
+                raise FrameTooLarge(length, self.max_frame_bytes)
+            have = end - start - 4
+            if have >= length:
+                out.append(sv[start + 4 : start + 4 + length])
+                start += 4 + length
+                continue
+            if 4 + length > len(sv):
+                # Too big for scratch: give the body its own buffer, read into it directly.
+                big = bytearray(length)
+                big[:have] = sv[start + 4 : end]
+                self._body, self._filled = big, have
+                start = end = 0
+            break
+        if start == end:
+            start = end = 0
+        self._start, self._end = start, end
+        return out
+
+
 def request_id(msg: Any) -> int | None:
     """The `id` of a decoded request if it is a valid uint64, else None."""
     if isinstance(msg, dict):

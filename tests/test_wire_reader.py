@@ -1,0 +1,58 @@
+"""FrameReader (the frontend's buffered-protocol framing) against a random stream."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringserve.ipc import wire
+
+
+def feed(reader: wire.FrameReader, stream: bytes, cuts: list[int]) -> list[object]:
+    out: list[object] = []
+    pos = 0
+    i = 0
+    while pos < len(stream):
+        buf = reader.get_buffer(-1)
+        assert len(buf) > 0
+        n = min(len(buf), max(1, cuts[i % len(cuts)]), len(stream) - pos)
+        i += 1
+        buf[:n] = stream[pos : pos + n]
+        pos += n
+        out += [msgpack.unpackb(b) for b in reader.buffer_updated(n)]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(1, 4000), min_size=1, max_size=10),
+    scratch=st.sampled_from([64, 1024, 8192]),
+)
+def test_any_split_any_scratch(sizes: list[int], cuts: list[int], scratch: int) -> None:
+    rnd = random.Random(sum(sizes))
+    msgs = [{"id": i, "d": rnd.randbytes(n)} for i, n in enumerate(sizes)]
+    stream = b"".join(wire.pack(m) for m in msgs)
+    assert feed(wire.FrameReader(1 << 20, scratch=scratch), stream, cuts) == msgs
+
+
+def test_oversize_is_refused_from_the_header() -> None:
+    r = wire.FrameReader(100)
+    buf = r.get_buffer(-1)
+    buf[:4] = struct.pack(">I", 101)
+    with pytest.raises(wire.FrameTooLarge):
+        r.buffer_updated(4)
+
+
+def test_large_body_is_read_in_place() -> None:
+    r = wire.FrameReader(1 << 24, scratch=1024)
+    body = msgpack.packb({"id": 1, "d": os.urandom(100_000)})
+    stream = struct.pack(">I", len(body)) + body
+    got = feed(r, stream, [700])
+    assert got == [msgpack.unpackb(body)]
