@@ -18,7 +18,7 @@ import numpy as np
 from ringserve.ipc import errors as E
 from ringserve.ipc import wake
 from ringserve.ipc.errors import ProtocolError
-from ringserve.ipc.ring import RecordTooLarge
+from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
 from ringserve.ipc.tensors import STRING, check_wire_tensor, count, itemsize, shape_matches
 
 from .links import WorkerLink
@@ -105,6 +105,8 @@ class Dispatcher:
         self._spin_s = settings.max_spin_us / 1e6
         self._batch_timers: dict[int, asyncio.TimerHandle] = {}
         self.workers_hook: Callable[[], list[dict[str, Any]]] = list
+        # Called when a worker's ring can't be trusted; the supervisor kills it.
+        self.on_broken: Callable[[WorkerLink, str], None] = lambda link, why: None
 
     def model_stats(self, name: str) -> ModelStats:
         st = self.stats.get(name)
@@ -470,7 +472,7 @@ class Dispatcher:
         busy = False
         for link in self.links:
             if link.inflight:
-                link.poll()
+                self._poll(link)
                 busy = busy or bool(link.inflight)
         if busy and time.perf_counter() < self._spin_until:
             self.loop.call_soon(self._poll_tick)
@@ -481,17 +483,37 @@ class Dispatcher:
         wake.fence()  # then look once more: a completion may have raced the flag
         for link in self.links:
             if link.inflight:
-                link.poll()
+                self._poll(link)
 
     def _on_efd(self, link: WorkerLink) -> None:
         wake.drain(link.resp_efd)
-        link.poll()
+        self._poll(link)
+
+    def _poll(self, link: WorkerLink) -> None:
+        try:
+            link.poll()
+        except RingCorrupt as exc:
+            link.alive = False  # read nothing more from it; its exit answers the rest
+            self.on_broken(link, str(exc))
 
     def on_response(self, link: WorkerLink, head: list[Any], outs: dict[str, Any]) -> None:
         rid, code, message = head[0], head[1], head[2]
         job = link.inflight.pop(rid, None)
         if job is None:
             return
+        try:
+            self._complete(job, code, message, outs)
+        except Exception as exc:  # a reply we could not build still gets an answer
+            for p, _, _ in job.parts:
+                if not p.done:
+                    self._fail(p, E.INTERNAL, f"building the reply: {type(exc).__name__}: {exc}")
+        self._spin_until = time.perf_counter() + self._spin_s
+        m = self.registry.models.get(link.model)
+        v = m.versions.get(link.version) if m is not None else None
+        if v is not None and v.queue:
+            self._pump(v)
+
+    def _complete(self, job: Job, code: str, message: str, outs: dict[str, Any]) -> None:
         if code:
             for p, _, _ in job.parts:
                 if not p.done:
@@ -502,11 +524,6 @@ class Dispatcher:
                 self._succeed(p, job.version, outs)
         else:
             self._split(job, outs)
-        self._spin_until = time.perf_counter() + self._spin_s
-        m = self.registry.models.get(link.model)
-        v = m.versions.get(link.version) if m is not None else None
-        if v is not None and v.queue:
-            self._pump(v)
 
     def _split(self, job: Job, outs: dict[str, np.ndarray[Any, Any]]) -> None:
         total = job.parts[-1][1] + job.parts[-1][2]

@@ -147,6 +147,7 @@ class Supervisor:
         self._done = loop.create_future()
         fe = self.frontend = Frontend(frontend_settings(self.cfg), loop)
         fe.dispatcher.workers_hook = self.describe_workers
+        fe.dispatcher.on_broken = self._link_broken
         fe.extra_stats = self._server_stats
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, True)
         loop.add_signal_handler(signal.SIGINT, self.request_stop, False)
@@ -484,6 +485,14 @@ class Supervisor:
         while True:
             systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+    def _link_broken(self, link: Any, why: str) -> None:
+        for slot in self.slots:
+            h = slot.handle
+            if h is not None and h.link is link:
+                log(f"worker {h.label}: corrupt response ring ({why}): killing")
+                slot.last_error = f"corrupt ring: {why}"
+                _kill(h.pid)
 
     def describe_workers(self) -> list[dict[str, Any]]:
         out = []

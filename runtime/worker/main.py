@@ -19,6 +19,7 @@ from typing import Any
 
 from ringserve.ipc import control, layout, records, shm, wake
 from ringserve.ipc.ring import RecordTooLarge, Ring, RingCorrupt
+from ringserve.ipc.tensors import DTYPE_CODES
 
 EXIT_OK = 0
 EXIT_LOAD_FAILED = 3
@@ -141,8 +142,12 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
             for name in names:
                 a = M.to_numpy(result[name])
                 dt = "string" if a.dtype.kind in "OSU" else a.dtype.name
+                if dt not in DTYPE_CODES:
+                    raise TypeError(f"output {name!r} has dtype {dt}, which the protocol lacks")
                 chunks = list(a.reshape(-1)) if dt == "string" else [a]
                 outputs.append((name, dt, a.shape, chunks))
+        except TypeError as exc:
+            code, message, outputs = "INTERNAL", f"{exc}", []
         except Exception as exc:
             code, message = M.tf_error_code(exc), f"{type(exc).__name__}: {exc}"
             outputs = []
