@@ -9,6 +9,7 @@ each submission (cheap, see ipc/wake.py) and otherwise by the worker's eventfd.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -475,6 +476,9 @@ class Dispatcher:
                 self._poll(link)
                 busy = busy or bool(link.inflight)
         if busy and time.perf_counter() < self._spin_until:
+            # Give the CPU to the worker if it shares ours: a spin must never slow the
+            # computation it waits for.
+            os.sched_yield()
             self.loop.call_soon(self._poll_tick)
             return
         self._polling = False
