@@ -167,13 +167,7 @@ class Dispatcher:
     def infer(self, conn: Replier, cid: int, msg: dict[str, Any]) -> None:
         """Validate and queue; the reply comes later through `conn`. Raises ProtocolError
         for a request that is answered at once."""
-        model = self.registry.model(msg.get("model"))
-        version = msg.get("version")
-        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-            raise ProtocolError(
-                E.INVALID_ARGUMENT, f"field 'version': expected an integer, received {version!r}"
-            )
-        v = model.resolve(version)
+        model, v = self.registry.lookup(msg)
         sig_name = msg.get("signature", "serving_default")
         if not isinstance(sig_name, str):
             raise ProtocolError(

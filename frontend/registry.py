@@ -110,6 +110,17 @@ class Registry:
     def drop_model(self, name: str) -> None:
         self.models.pop(name, None)
 
+    def lookup(self, msg: dict[str, Any]) -> tuple[ModelState, VersionState]:
+        """The model and version a request names (`model`, optional `version`)."""
+        model = self.model(msg.get("model"))
+        version = msg.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise ProtocolError(
+                "INVALID_ARGUMENT",
+                f"field 'version': expected an integer, received {version!r}",
+            )
+        return model, model.resolve(version)
+
     def version_state(self, model: str, number: int) -> VersionState:
         m = self.models[model]
         v = m.versions.get(number)

@@ -117,13 +117,7 @@ class Frontend:
         return {"models": self.registry.describe()}
 
     def _metadata(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
-        model = self.registry.model(msg.get("model"))
-        version = msg.get("version")
-        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-            raise ProtocolError(
-                E.INVALID_ARGUMENT, f"field 'version': expected an integer, received {version!r}"
-            )
-        v = model.resolve(version)
+        model, v = self.registry.lookup(msg)
         return {"model": model.name, "version": v.number, "signatures": v.signatures}
 
     def _stats(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
