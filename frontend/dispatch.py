@@ -109,6 +109,10 @@ class Dispatcher:
         # Called when a worker's ring can't be trusted; the supervisor kills it.
         self.on_broken: Callable[[WorkerLink, str], None] = lambda link, why: None
 
+    def apply_settings(self, settings: FrontendSettings) -> None:
+        self.settings = settings
+        self._spin_s = settings.max_spin_us / 1e6
+
     def model_stats(self, name: str) -> ModelStats:
         st = self.stats.get(name)
         if st is None:

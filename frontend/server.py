@@ -44,6 +44,11 @@ class Frontend:
             "shm_unregister": self._shm_unregister,
         }
 
+    def apply_settings(self, settings: FrontendSettings) -> None:
+        """A reload: new limits for new requests and connections; listeners stay."""
+        self.settings = settings
+        self.dispatcher.apply_settings(settings)
+
     def log(self, text: str) -> None:
         sys.stderr.write(f"ringserve frontend: {text}\n")
 
@@ -127,7 +132,9 @@ class Frontend:
         d = self.dispatcher
         models = {}
         for name, st in d.stats.items():
-            m = self.registry.models[name]
+            m = self.registry.models.get(name)
+            if m is None:
+                continue
             models[name] = {
                 **st.as_dict(),
                 "queue_depth": sum(d.queued(v) for v in m.versions.values()),

@@ -101,6 +101,7 @@ class Slot:
     restarts: int = 0
     retry: asyncio.TimerHandle | None = None
     wanted: bool = True
+    replacing: bool = False  # a successor with a new placement is on its way
     ready_once: bool = False
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
@@ -234,22 +235,32 @@ class Supervisor:
                 self._task(self._unload_version(m.name, number))
 
     def _fit_workers(self, m: ModelConfig, version: int) -> None:
-        """Start missing workers; roll those whose placement changed, one at a time."""
+        """Start missing workers; roll those whose placement changed, one at a time.
+
+        A slot being replaced stays wanted (it serves) until its successor is ready;
+        `replacing` keeps a later reconcile from starting a second roll for it.
+        """
         want = [place(m.instances, i) for i in range(m.instances.count)]
         have = [s for s in self.slots if s.name == m.name and s.version == version and s.wanted]
         for s in have:
             s.model = m
-        by_index = {s.placement.index: s for s in have}
+        to_roll: list[tuple[Slot, Placement]] = []
         for p in want:
-            if by_index.get(p.index) is None:
+            same = [s for s in have if s.placement.index == p.index]
+            if any(s.placement == p for s in same):
+                continue  # in place, or its replacement is already starting
+            old = [s for s in same if not s.replacing]
+            if old:
+                old[0].replacing = True
+                to_roll.append((old[0], p))
+            elif not same:
                 self._add_slot(m, version, p)
-        changed = [s for s in have if s.placement.index < len(want)]
-        changed = [s for s in changed if s.placement != want[s.placement.index]]
-        extra = [s for s in have if s.placement.index >= len(want)]
-        for s in extra:
-            self._task(self._retire(s))
-        if changed:
-            self._task(self._roll(m, version, [(s, want[s.placement.index]) for s in changed]))
+        for s in have:
+            if s.placement.index >= len(want) and not s.replacing:
+                s.replacing = True
+                self._task(self._retire(s))
+        if to_roll:
+            self._task(self._roll(m, version, to_roll))
 
     def _add_slot(self, m: ModelConfig, version: int, p: Placement) -> Slot:
         slot = Slot(m, version, p)
@@ -259,17 +270,19 @@ class Supervisor:
 
     async def _roll(self, m: ModelConfig, version: int, pairs: list[tuple[Slot, Placement]]):
         """Replace workers one by one: the new one serves before the old one stops."""
-        limit = self.cfg.server.worker_start_timeout_seconds
-        for old, p in pairs:
+        for i, (old, p) in enumerate(pairs):
             if self.stopping or not old.wanted:
                 continue
             log(f"rolling {m.name}/{version}/w{p.index}: {old.placement} -> {p}")
             new = self._add_slot(m, version, p)
             try:
+                limit = self.cfg.server.worker_start_timeout_seconds
                 await asyncio.wait_for(new.ready.wait(), limit)
             except TimeoutError:
                 log(f"roll of {m.name}/{version}/w{p.index} abandoned: new worker not ready")
                 await self._retire(new)
+                for o, _ in pairs[i:]:
+                    o.replacing = False
                 return
             await self._retire(old)
 
@@ -321,11 +334,11 @@ class Supervisor:
 
     async def _poll_versions(self) -> None:
         """Pick up version folders that appear or disappear, without a restart."""
-        interval = self.cfg.server.version_poll_seconds
-        if interval <= 0:
-            return
         while True:
-            await asyncio.sleep(interval)
+            interval = self.cfg.server.version_poll_seconds  # re-read: a reload may change it
+            await asyncio.sleep(interval if interval > 0 else 1.0)
+            if interval <= 0:
+                continue
             for m in self.cfg.models:
                 if self.stopping:
                     return
@@ -468,15 +481,17 @@ class Supervisor:
 
     async def _monitor(self) -> None:
         """Hung workers: silent past the heartbeat limit while holding a request."""
-        limit = self.cfg.server.heartbeat_timeout_seconds
         while True:
+            limit = self.cfg.server.heartbeat_timeout_seconds  # re-read: a reload may change it
             await asyncio.sleep(min(1.0, max(0.05, limit / 4)))
             for slot in self.slots:
                 h = slot.handle
                 if h is None or h.state != "ready" or not h.link.inflight:
                     continue
+                if not h.link.busy_id():
+                    continue
                 age = h.link.heartbeat_age()
-                if h.link.busy_id() and age > limit:
+                if age > limit:
                     log(f"worker {h.label} silent for {age:.1f}s holding a request: killing")
                     slot.last_error = f"hung: no heartbeat for {age:.1f}s (limit {limit}s)"
                     _kill(h.pid)
@@ -532,7 +547,16 @@ class Supervisor:
         old = self.cfg
         fixed = [
             k
-            for k in ("tcp", "unix", "name", "ring_bytes", "max_frame_bytes", "auth_token_file")
+            for k in (
+                "tcp",
+                "unix",
+                "unix_mode",
+                "name",
+                "ring_bytes",
+                "max_frame_bytes",
+                "auth_token_file",
+                "metrics",
+            )
             if getattr(old.server, k) != getattr(new.server, k)
         ]
         if fixed:
@@ -544,6 +568,7 @@ class Supervisor:
             models=new.models,
             path=new.path,
         )
+        self.fe.apply_settings(frontend_settings(self.cfg))
         new_names = {m.name for m in new.models}
         for m in old.models:
             if m.name not in new_names:
@@ -563,6 +588,7 @@ class Supervisor:
             await self._retire(s)
         if not any(c.name == name for c in self.cfg.models):
             reg.drop_model(name)
+            self.fe.dispatcher.stats.pop(name, None)
             log(f"model {name}: removed")
 
     # ---- stopping ------------------------------------------------------------------

@@ -41,11 +41,16 @@ def watchdog_interval() -> float | None:
 
 
 def listen_sockets() -> list[socket.socket]:
-    """Sockets passed by systemd (or a test) for this process; clears the variables."""
+    """Sockets passed by systemd (or a test) for this process; clears the variables.
+
+    As sd_listen_fds(3): the fds are this process's only when LISTEN_PID is set and
+    names it. Without LISTEN_PID, fds 3.. may be anything an ancestor leaked (a
+    LISTEN_FDS inherited through a process that did not clear it), never adopt them.
+    """
     pid, fds = os.environ.get("LISTEN_PID"), os.environ.get("LISTEN_FDS")
     for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(k, None)
-    if not fds or not fds.isdigit() or (pid and pid.isdigit() and int(pid) != os.getpid()):
+    if not fds or not fds.isdigit() or not pid or not pid.isdigit() or int(pid) != os.getpid():
         return []
     out = []
     for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(fds)):

@@ -133,6 +133,7 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
             sys.stderr.write(f"ringserve worker {spec['label']}: {exc}\n")
             return EXIT_CORRUPT
         rid, sig_name, wanted = head[0], head[1], head[2]
+        words[layout.W_BEAT] = clock()  # idle time before a request is not hang time
         words[layout.W_BUSY] = rid
         outputs: list[records.TensorSpec] = []
         code, message = "", ""
