@@ -354,7 +354,7 @@ def thread_last_cpus(pid: int) -> dict[int, int]:
 
 def running_cpus(pid: int) -> list[int]:
     """CPUs of the process's threads that are running right now (state R)."""
-    out = []
+    out: list[int] = []
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:

@@ -23,12 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import benchlib as B
+import numpy as np
 
 HERE = Path(__file__).resolve()
 
@@ -41,7 +41,7 @@ class FloorChild:
 
     def __init__(
         self,
-        models: dict[str, str | Path],
+        models: Mapping[str, str | Path],
         *,
         cpus: frozenset[int] | None = None,
         intra: int = 1,
@@ -57,8 +57,9 @@ class FloorChild:
             "inter": inter,
             "signature": signature,
         }
-        self.log_path = Path(log_dir or tempfile.gettempdir()) / f"inproc-{os.getpid()}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="rsbench-inproc-")
+        self.log_path = Path(log_dir or self._tmp.name) / f"inproc-{os.getpid()}.log"  # type: ignore[union-attr]
+        self._log = open(self.log_path, "wb")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE), "--child-serve", json.dumps(spec)],
@@ -86,12 +87,29 @@ class FloorChild:
         return json.loads(line)  # type: ignore[no-any-return]
 
     def time(
-        self, model: str, npy: str | Path, *, n: int = 2000, warmup: int = 200, budget_s: float = 20
+        self,
+        model: str,
+        npy: str | Path,
+        *,
+        n: int = 2000,
+        warmup: int = 200,
+        budget_s: float = 20,
+        gap_us: float = 0.0,
     ) -> dict[str, Any]:
         """One repetition: `n` sequential calls (at most `budget_s` seconds) on the array in
-        `npy`. Returns p50_us, p90_us, p99_us, mean_us, calls_per_s, rows_per_s, cpus."""
+        `npy`. Returns p50_us, p90_us, p99_us, mean_us, calls_per_s, rows_per_s, cpus.
+
+        `gap_us` > 0 sleeps that long before each call (outside the clock): the call as a
+        server worker makes it after waiting for a request."""
         assert self.proc.stdin is not None
-        cmd = {"model": model, "input": str(npy), "n": n, "warmup": warmup, "budget_s": budget_s}
+        cmd = {
+            "model": model,
+            "input": str(npy),
+            "n": n,
+            "warmup": warmup,
+            "budget_s": budget_s,
+            "gap_us": gap_us,
+        }
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         self.proc.stdin.flush()
         out = self._read(budget_s + 60)
@@ -109,6 +127,8 @@ class FloorChild:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def __enter__(self) -> FloorChild:
         return self
@@ -252,6 +272,7 @@ def _child_serve(spec: dict[str, Any]) -> None:
             x = np.load(cmd["input"])
             n, warm = int(cmd["n"]), int(cmd["warmup"])
             budget = int(float(cmd.get("budget_s", 20)) * 1e9)
+            gap = float(cmd.get("gap_us", 0)) / 1e6
             for _ in range(warm):
                 fn(**{arg: const(x)})
             lat = np.empty(n, dtype=np.int64)
@@ -260,6 +281,8 @@ def _child_serve(spec: dict[str, Any]) -> None:
             stop = t_start + budget
             i = 0
             while i < n:
+                if gap:
+                    time.sleep(gap)
                 t0 = clock()
                 r = fn(**{arg: const(x)})
                 t1 = clock()
@@ -276,6 +299,7 @@ def _child_serve(spec: dict[str, Any]) -> None:
             p = B.percentiles(lat[:i] / 1e3)
             reply = {
                 "model": cmd["model"],
+                "gap_us": float(cmd.get("gap_us", 0)),
                 "batch": int(x.shape[0]) if x.ndim else 1,
                 "n": i,
                 "p50_us": p["p50"],
@@ -319,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=2000, help="calls per repetition at batch 1")
     p.add_argument("--repeat", type=int, default=3, help="repetitions; medians (default 3)")
     p.add_argument("--pin", default="none", choices=B.PIN_MODES, help="pin like a worker")
+    p.add_argument(
+        "--gap-us",
+        type=float,
+        default=1000.0,
+        help="also time batch 1 with this idle sleep before each call, as a worker waiting "
+        "for requests makes it (default 1000; 0: off)",
+    )
     p.add_argument("--intra", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--inter", type=int, default=1, help="inter-op threads (default 1)")
     p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")
@@ -338,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batch.split(",") if b]
     plan = B.pin_plan(args.pin)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="ringserve-inproc-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rsbench-inproc-") as tmp:
         paths = build_models(tmp)
         inputs = make_inputs(Path(tmp), batches)
         with FloorChild(
@@ -353,11 +384,17 @@ def main(argv: list[str] | None = None) -> int:
                     for b in batches:
                         n = max(20, args.calls // b)
                         rows.append(child.time(m, inputs[(m, b)], n=n, warmup=min(100, n)))
+                    if args.gap_us > 0:
+                        n = max(20, args.calls // 4)
+                        rows.append(
+                            child.time(m, inputs[(m, 1)], n=n, warmup=20, gap_us=args.gap_us)
+                        )
             info = child.info
     table = []
+    kinds = [(b, 0.0) for b in batches] + ([(1, args.gap_us)] if args.gap_us > 0 else [])
     for m in models:
-        for b in batches:
-            rs = [r for r in rows if r["model"] == m and r["batch"] == b]
+        for b, gap in kinds:
+            rs = [r for r in rows if r["model"] == m and r["batch"] == b and r["gap_us"] == gap]
             med = B.median_dicts(rs)
             cpus: dict[int, int] = {}
             for r in rs:
@@ -366,12 +403,12 @@ def main(argv: list[str] | None = None) -> int:
             table.append(
                 [
                     m,
-                    b,
+                    f"{b} (after {gap:.0f} us idle)" if gap else b,
                     B.fmt(med["p50_us"]),
                     B.fmt(med["p90_us"]),
                     B.fmt(med["p99_us"]),
-                    B.fmt(med["calls_per_s"], 0),
-                    B.fmt(med["rows_per_s"], 0),
+                    "-" if gap else B.fmt(med["calls_per_s"], 0),
+                    "-" if gap else B.fmt(med["rows_per_s"], 0),
                     B.cpu_hist(cpus),
                 ]
             )

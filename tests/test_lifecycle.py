@@ -78,6 +78,6 @@ def test_prometheus_metrics(model_root: Path) -> None:
             c.infer("linear", {"x": np.zeros((1, 16), np.float32)})
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             text = r.read().decode()
-    assert '# TYPE ringserve_model_requests counter' in text
+    assert "# TYPE ringserve_model_requests counter" in text
     assert 'ringserve_model_success{model="linear"} 1.0' in text
     assert 'ringserve_worker_requests{model="linear",version="1",index="0"} 1.0' in text
