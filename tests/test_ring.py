@@ -11,6 +11,7 @@ import mmap
 import random
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -108,50 +109,104 @@ class MRec:
     kind: int
     payload: bytes
     size: int
+    start: int  # monotonic byte offset of the record
 
 
 class Model:
-    """What the ring must hold: records in order, pads included, and the byte counts."""
+    """What the ring must hold: records in order, pads included, and the byte counts.
+
+    `head`/`seq` count what the producer has written, `vis_head`/`vis_seq` what it has
+    published. A pad written before a record that fits may be published at once or
+    with that record (both are fine); a pad written before a refused reservation must
+    be published at once, or the consumer could never pass it and free the room.
+    """
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.head = 0  # bytes published
-        self.tail = 0  # bytes released
+        self.head = 0  # bytes written by the producer
         self.seq = 0
+        self.vis_head = 0  # bytes published
+        self.vis_seq = 0
+        self.tail = 0  # bytes released
         self.tail_seq = 0
         self.records: deque[MRec] = deque()
 
     def free(self) -> int:
         return self.cap - (self.head - self.tail)
 
-    def reserve(self, length: int) -> bool:
-        """True if a reservation of `length` must succeed; publishes a pad when the
-        record does not fit before the end of the data area and the pad does."""
+    def reserve(self, length: int) -> tuple[bool, bool]:
+        """(fits, padded) for a reservation of `length`: a record never straddles the end
+        of the data area; if it does not fit before the end, the rest of the lap is
+        padding (when there is room for the padding) and the record goes at 0."""
         size = L.record_size(length)
         if size > self.cap:
             raise RecordTooLarge(length, self.cap - L.RECORD_HEADER)
         until_end = self.cap - self.head % self.cap
+        padded = False
         if size > until_end:
             if self.free() < until_end:
-                return False
-            self.publish(L.KIND_PAD, b"", until_end)
-        return self.free() >= size
+                return False, False
+            self.write(L.KIND_PAD, b"", until_end)
+            padded = True
+        return self.free() >= size, padded
 
-    def publish(self, kind: int, payload: bytes, size: int) -> int:
+    def write(self, kind: int, payload: bytes, size: int) -> int:
         self.seq += 1
-        self.records.append(MRec(self.seq, kind, payload, size))
+        self.records.append(MRec(self.seq, kind, payload, size, self.head))
         self.head += size
         return self.seq
 
+    def publish(self, kind: int, payload: bytes, size: int) -> int:
+        """A commit: the record and everything written before it become visible."""
+        seq = self.write(kind, payload, size)
+        self.publish_all()
+        return seq
+
+    def publish_all(self) -> None:
+        self.vis_head, self.vis_seq = self.head, self.seq
+
+    def drop_unpublished(self) -> None:
+        """The producer went away: what it wrote but never published is gone."""
+        while self.records and self.records[-1].start >= self.vis_head:
+            r = self.records.pop()
+            self.head -= r.size
+            self.seq -= 1
+
     def skip_pads(self) -> None:
-        while self.records and self.records[0].kind == L.KIND_PAD:
+        while self.records and self.records[0].kind == L.KIND_PAD and self.visible(0):
             self.pop()
+
+    def visible(self, i: int) -> bool:
+        return self.records[i].start < self.vis_head
+
+    def front(self) -> MRec | None:
+        """The record the consumer must see next (pads skipped), if any."""
+        self.skip_pads()
+        return self.records[0] if self.records and self.visible(0) else None
 
     def pop(self) -> MRec:
         r = self.records.popleft()
         self.tail += r.size
         self.tail_seq = r.seq
         return r
+
+
+def check_reservation(model: Model, prod: Ring, fits: bool, padded: bool, view: Any) -> None:
+    """Compare a try_reserve outcome with the model and sync what was published."""
+    w = prod.words
+    if not fits:
+        assert view is None, "try_reserve succeeded where the model has no room"
+        # Refused: everything written so far (padding) must be visible, since only the
+        # consumer passing it can free the room the producer waits for.
+        assert (w[L.W_HEAD], w[L.W_HEAD_SEQ]) == (model.head, model.seq), (
+            "a refused reservation left padding unpublished"
+        )
+        model.publish_all()
+        return
+    assert view is not None, f"no room where the model has {model.free()} bytes free"
+    if padded and w[L.W_HEAD] == model.head:
+        model.publish_all()  # the pad was published at once (else with the record)
+    assert (w[L.W_HEAD], w[L.W_HEAD_SEQ]) == (model.vis_head, model.vis_seq)
 
 
 lengths = st.one_of(
@@ -187,7 +242,7 @@ class RingMachine(RuleBasedStateMachine):
 
     def _reserve(self, length: int) -> memoryview | None:
         try:
-            expect = self.model.reserve(length)
+            fits, padded = self.model.reserve(length)
         except RecordTooLarge:
             with pytest.raises(RecordTooLarge) as info:
                 self.prod.try_reserve(length)
@@ -195,11 +250,9 @@ class RingMachine(RuleBasedStateMachine):
             assert info.value.limit == self.prod.max_payload
             return None
         view = self.prod.try_reserve(length)
-        if not expect:
-            assert view is None, "try_reserve succeeded where the model has no room"
-            return None
-        assert view is not None, f"no room for {length} bytes; model free {self.model.free()}"
-        assert len(view) == length
+        check_reservation(self.model, self.prod, fits, padded, view)
+        if view is not None:
+            assert len(view) == length
         return view
 
     @rule(data=st.data(), kind=st.sampled_from([L.KIND_REQUEST, L.KIND_RESPONSE, L.KIND_TEST]))
@@ -225,22 +278,22 @@ class RingMachine(RuleBasedStateMachine):
             view[:] = bytes(b ^ 0x5A for b in content(999, length))
             view.release()
         if restart:
-            # A fresh producer attaches to the same segment and carries on.
+            # A fresh producer attaches to the same segment and carries on from what
+            # was published.
             self.prod.close()
             self.prod = Ring(self.m)
+            self.model.drop_unpublished()
             with pytest.raises(RingError):
                 self.prod.commit(L.KIND_TEST)
 
     @rule()
     def get(self) -> None:
-        model = self.model
-        model.skip_pads()
+        want = self.model.front()
         rec = self.cons.peek()
-        if not model.records:
+        if want is None:
             assert rec is None
             assert self.peeked is None
             return
-        want = model.records[0]
         assert rec is not None, "peek found nothing where the model has a record"
         assert (rec.kind, rec.seq) == (want.kind, want.seq)
         assert bytes(rec.payload) == want.payload
@@ -252,7 +305,9 @@ class RingMachine(RuleBasedStateMachine):
     def release(self, again: bool) -> None:
         if again:  # peek is idempotent until release
             rec = self.cons.peek()
-            assert rec is not None and rec.seq == self.peeked.seq
+            assert rec is not None and self.peeked is not None
+            assert rec.seq == self.peeked.seq
+            rec.payload.release()
         self.cons.release()
         assert self.model.pop() is self.peeked
         self.peeked = None
@@ -266,12 +321,12 @@ class RingMachine(RuleBasedStateMachine):
         model = self.model
         w = self.prod.words
         assert self.prod.free_bytes() == model.free()
-        assert w[L.W_HEAD] == model.head
-        assert w[L.W_HEAD_SEQ] == model.seq
+        assert w[L.W_HEAD] == model.vis_head
+        assert w[L.W_HEAD_SEQ] == model.vis_seq
         assert w[L.W_TAIL] == model.tail
         assert w[L.W_TAIL_SEQ] == model.tail_seq
-        assert self.cons.readable() == (model.head != model.tail)
-        assert 0 <= model.head - model.tail <= model.cap
+        assert self.cons.readable() == (model.vis_head != model.tail)
+        assert 0 <= model.vis_head - model.tail <= model.head - model.tail <= model.cap
         assert model.head % L.ALIGN == 0
 
 
@@ -291,7 +346,9 @@ def test_wrap_around_many_laps(cap: int) -> None:
     sent: deque[tuple[int, bytes]] = deque()
     written = 0
     i = 0
-    while written < 6 * cap or sent:
+    for _ in range(100_000):  # bounded: a ring that stops making progress fails, not hangs
+        if written >= 6 * cap and not sent:
+            break
         if written < 6 * cap:
             n = sizes[i % len(sizes)]
             payload = content(i, n)
@@ -308,6 +365,7 @@ def test_wrap_around_many_laps(cap: int) -> None:
             continue
         seq, payload = sent.popleft()
         assert got == (L.KIND_TEST, seq, payload)
+    assert written >= 6 * cap and not sent, "no progress"
     assert cons.peek() is None
     assert prod.free_bytes() == cap
     prod.close()
@@ -328,25 +386,29 @@ def test_random_put_get_sequences(cap: int, ops: list[tuple[bool, int]]) -> None
         if is_put:
             n %= model.cap  # up to max_payload + 31: some are too large
             try:
-                expect = model.reserve(n)
+                fits, padded = model.reserve(n)
             except RecordTooLarge:
                 with pytest.raises(RecordTooLarge):
                     prod.try_reserve(n)
                 continue
-            payload = content(model.seq + 1, n)
-            seq = put(prod, payload)
-            assert (seq is not None) == expect
-            if seq is not None:
+            view = prod.try_reserve(n)
+            check_reservation(model, prod, fits, padded, view)
+            if view is not None:
+                payload = content(model.seq + 1, n)
+                view[:] = payload
+                view.release()
+                seq = prod.commit(L.KIND_TEST)
                 assert seq == model.publish(L.KIND_TEST, payload, L.record_size(n))
         else:
-            model.skip_pads()
+            want = model.front()
             got = get(cons)
-            if model.records:
-                r = model.pop()
-                assert got == (r.kind, r.seq, r.payload)
+            if want is not None:
+                assert model.pop() is want
+                assert got == (want.kind, want.seq, want.payload)
             else:
                 assert got is None
         assert prod.free_bytes() == model.free()
+        assert prod.words[L.W_HEAD] == model.vis_head
     prod.close()
     cons.close()
     m.close()
@@ -393,7 +455,7 @@ def test_full_ring_refuses_then_accepts_after_release() -> None:
     n = 100  # record_size 192
     cap = 5 * L.record_size(n)
     m, prod, cons = make(cap)
-    seqs = []
+    seqs: list[int] = []
     while (seq := put(prod, content(len(seqs), n))) is not None:
         seqs.append(seq)
     assert len(seqs) == 5
@@ -452,6 +514,29 @@ def test_wrap_pads_even_when_the_reservation_is_then_refused() -> None:
     m.close()
 
 
+def test_padding_of_an_abandoned_reservation_is_never_stranded() -> None:
+    """A reservation that needed padding is abandoned (the writer raised mid-write); a
+    later record is refused for room. The padding must then be visible, or the consumer
+    can never pass it and the room it holds never comes back."""
+    cap = 1024
+    m, prod, cons = make(cap)
+    assert put(prod, b"a" * (960 - L.RECORD_HEADER)) is not None  # 960 bytes at 0
+    assert get(cons) is not None  # empty, head at 960: 64 bytes to the end
+    view = prod.try_reserve(500)  # padding 64 at 960, the record would go at 0
+    assert view is not None
+    view.release()  # ... but is never committed
+    assert prod.try_reserve(prod.max_payload) is None  # needs all 1024 bytes
+    assert cons.peek() is None  # the consumer passes the padding (if it can see it)
+    assert prod.free_bytes() == cap, "padding stranded: the ring can never empty"
+    big = content(7, prod.max_payload)
+    seq = put(prod, big)
+    assert seq is not None
+    assert get(cons) == (L.KIND_TEST, seq, big)
+    prod.close()
+    cons.close()
+    m.close()
+
+
 def test_commit_shorter_length_frees_the_rest() -> None:
     cap = 512
     m, prod, cons = make(cap)
@@ -500,6 +585,7 @@ def test_uncommitted_reservation_is_never_visible() -> None:
     cap = 1024
     m, prod, cons = make(cap)
     first = put(prod, b"first")
+    assert first is not None
     view = prod.try_reserve(300)
     assert view is not None
     # Scribble something that looks like a valid record header for the next seq.
