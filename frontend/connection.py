@@ -61,16 +61,14 @@ class Connection(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        try:
-            bodies = self.reader.buffer_updated(nbytes)
-        except wire.FrameTooLarge as exc:
-            self.reply(wire.error(None, E.RESOURCE_EXHAUSTED, f"frame length: {exc}"))
-            self.close()
-            return
-        for body in bodies:
+        for body in self.reader.buffer_updated(nbytes):
             if self.closed:
                 return
             self._handle(body)
+        exc = self.reader.error
+        if exc is not None and not self.closed:
+            self.reply(wire.error(None, E.RESOURCE_EXHAUSTED, f"frame length: {exc}"))
+            self.close()
 
     # ---- requests ------------------------------------------------------------------
     def _handle(self, body: memoryview) -> None:

@@ -490,6 +490,11 @@ class Dispatcher:
     def _on_efd(self, link: WorkerLink) -> None:
         wake.drain(link.resp_efd)
         self._poll(link)
+        # The worker also rings when it freed ring room without answering anything.
+        m = self.registry.models.get(link.model)
+        v = m.versions.get(link.version) if m is not None else None
+        if v is not None and v.queue:
+            self._pump(v)
 
     def _poll(self, link: WorkerLink) -> None:
         try:

@@ -57,6 +57,9 @@ class WorkerLink:
     def submit(self, rid: int, head: list[Any], tensors: list[records.TensorSpec]) -> bool:
         """Write one request record; False if the ring has no room right now."""
         if records.write(self.req, layout.KIND_REQUEST, head, tensors) is None:
+            # The write may have published a wrap pad: the worker must wake to skip it,
+            # or the room this record waits for is never freed.
+            wake.ring_doorbell(self.req.words, self.req_efd)
             return False
         wake.ring_doorbell(self.req.words, self.req_efd)
         return True

@@ -5,7 +5,9 @@
     | mlen u32 | meta (msgpack, mlen bytes) | pad | tensor blocks, 64-aligned    |
     +----------+----------------------------+-----+------------------------------+
     meta = [*head, table]; table = [[name, dtype_code, shape, offset, nbytes], ...]
-    offsets are relative to the first tensor block (align(4 + mlen)).
+    offsets are relative to the first tensor block, which starts where the ring
+    address is 64-byte aligned: the payload itself starts RECORD_HEADER (32) bytes
+    into a 64-aligned record, so the block starts at align(32 + 4 + mlen) - 32.
 
 A numeric block is the elements in C order, little-endian. A string block is
 u64 offsets[n + 1] (relative to the end of the offsets array) then the bytes.
@@ -24,7 +26,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .layout import align
+from .layout import RECORD_HEADER, align
 from .ring import Ring, RingCorrupt
 from .tensors import CODE_DTYPES, DTYPE_CODES, NUMPY, STRING, count
 
@@ -34,6 +36,11 @@ Buffer = bytes | bytearray | memoryview
 # (name, dtype, shape, chunks): numeric chunks are buffers whose bytes are
 # concatenated; string chunks are the items (bytes) themselves.
 TensorSpec = tuple[str, str, Sequence[int], Sequence[Any]]
+
+
+def _first_block(mlen: int) -> int:
+    """Payload offset of the first tensor block: 64-byte aligned in the ring."""
+    return align(RECORD_HEADER + 4 + mlen) - RECORD_HEADER
 
 
 def _block_size(dtype: str, chunks: Sequence[Any]) -> int:
@@ -57,7 +64,7 @@ def payload_size(head: list[Any], tensors: Sequence[TensorSpec]) -> tuple[bytes,
         table.append([name, DTYPE_CODES[dtype], list(shape), off, n])
         off = align(off + n)
     meta = msgpack.packb([*head, table], use_bin_type=True)
-    return meta, align(4 + len(meta)) + off, sizes
+    return meta, _first_block(len(meta)) + off, sizes
 
 
 def write(ring: Ring, kind: int, head: list[Any], tensors: Sequence[TensorSpec]) -> int | None:
@@ -72,20 +79,30 @@ def write(ring: Ring, kind: int, head: list[Any], tensors: Sequence[TensorSpec])
     U32.pack_into(view, 0, len(meta))
     mlen = len(meta)
     view[4 : 4 + mlen] = meta
-    pos = align(4 + mlen)
+    base = _first_block(mlen)
+    off = 0
     for (_, dtype, _, chunks), size in zip(tensors, sizes, strict=True):
+        pos = base + off
         if dtype == STRING:
             _write_strings(view, pos, chunks)
         else:
             p = pos
             for c in chunks:
-                b = memoryview(c).cast("B") if not isinstance(c, (bytes, bytearray)) else c
+                b = c if isinstance(c, (bytes, bytearray)) else _bytes_view(c)
                 n = len(b)
-                view[p : p + n] = b
-                p += n
-        pos = align(pos + size)
+                if n:
+                    view[p : p + n] = b
+                    p += n
+        off = align(off + size)
     view.release()
     return ring.commit(kind)
+
+
+def _bytes_view(c: Any) -> memoryview:
+    """A flat byte view of a buffer of any shape (an empty (3, 0) array included)."""
+    if isinstance(c, np.ndarray):
+        return np.ascontiguousarray(c).reshape(-1).view(np.uint8).data
+    return memoryview(c).cast("B") if memoryview(c).nbytes else memoryview(b"")
 
 
 def _write_strings(view: memoryview, pos: int, items: Sequence[bytes]) -> None:
@@ -115,11 +132,25 @@ def read(payload: memoryview) -> tuple[list[Any], dict[str, np.ndarray[Any, Any]
         *head, table = meta
     except Exception as exc:
         raise RingCorrupt(f"record meta is not valid: {exc}") from None
-    base = align(4 + mlen)
+    base = _first_block(mlen)
     out: dict[str, np.ndarray[Any, Any]] = {}
+    if not isinstance(table, list):
+        raise RingCorrupt("record tensor table is not a list")
     for entry in table:
-        name, code, shape, off, nbytes = entry
-        dtype = CODE_DTYPES.get(code)
+        try:
+            name, code, shape, off, nbytes = entry
+            ok = (
+                isinstance(name, str)
+                and isinstance(shape, list)
+                and all(isinstance(d, int) and d >= 0 for d in shape)
+                and isinstance(off, int)
+                and isinstance(nbytes, int)
+            )
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise RingCorrupt(f"record tensor entry {entry!r} is malformed")
+        dtype = CODE_DTYPES.get(code) if isinstance(code, int) else None
         if dtype is None or off < 0 or nbytes < 0 or base + off + nbytes > size:
             raise RingCorrupt(f"record tensor {name!r}: bad dtype or extent")
         n = count(shape)

@@ -66,7 +66,7 @@ def check_wire_tensor(field: str, t: Any) -> tuple[str, list[int], Any]:
             INVALID_ARGUMENT, f"{field}: expected a tensor map, received {type(t).__name__}"
         )
     dtype = t.get("dtype")
-    if dtype not in DTYPE_CODES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_CODES:
         raise ProtocolError(
             INVALID_ARGUMENT,
             f"{field}.dtype: expected one of {sorted(DTYPE_CODES)}, received {dtype!r}",
@@ -128,7 +128,7 @@ def to_wire(arr: Any) -> dict[str, Any]:
         items = [x if isinstance(x, bytes) else str(x).encode() for x in a.reshape(-1).tolist()]
         return {"dtype": dtype, "shape": shape, "data": items}
     a = np.ascontiguousarray(a, dtype=NUMPY[dtype])
-    return {"dtype": dtype, "shape": shape, "data": a.data.cast("B")}
+    return {"dtype": dtype, "shape": shape, "data": a.reshape(-1).data.cast("B")}
 
 
 def from_wire(t: dict[str, Any]) -> np.ndarray[Any, Any]:

@@ -66,9 +66,12 @@ def _encode(obj: Any, buf: bytearray, parts: list[bytes | memoryview]) -> None:
             buf += b"\xdc" + struct.pack(">H", n) if n < 65536 else b"\xdd" + struct.pack(">I", n)
         for v in obj:
             _encode(v, buf, parts)
-    elif isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) > _INLINE_LIMIT:
+    elif isinstance(obj, (bytes, bytearray, memoryview)) and _nbytes(obj) > _INLINE_LIMIT:
+        if isinstance(obj, memoryview) and (obj.format != "B" or obj.ndim != 1):
+            obj = obj.cast("B") if obj.c_contiguous else memoryview(obj.tobytes())
         n = len(obj)
-        buf += b"\xc6" + struct.pack(">I", n)
+        # The same bin header msgpack itself would write, so both encoders agree.
+        buf += b"\xc5" + struct.pack(">H", n) if n < 65536 else b"\xc6" + struct.pack(">I", n)
         parts.append(bytes(buf))
         buf.clear()
         parts.append(obj if isinstance(obj, (bytes, memoryview)) else bytes(obj))
@@ -78,14 +81,43 @@ def _encode(obj: Any, buf: bytearray, parts: list[bytes | memoryview]) -> None:
         buf += msgpack.packb(obj, use_bin_type=True)
 
 
+# msgpack decodes its timestamp extension (type -1) itself, without ext_hook. These
+# are the only encodings of it; when none occurs in the body, no walk is needed.
+_TIMESTAMP_MARKS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def _nbytes(obj: bytes | bytearray | memoryview) -> int:
+    return obj.nbytes if isinstance(obj, memoryview) else len(obj)
+
+
 def unpack_body(body: bytes | memoryview) -> Any:
     """Decode one frame body. Raises ProtocolError(INVALID_ARGUMENT) on any bad msgpack."""
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_no_ext)
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_no_ext)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(INVALID_ARGUMENT, f"frame body is not valid msgpack: {exc}") from None
+    raw = bytes(body) if isinstance(body, memoryview) and len(body) < 4096 else body
+    if any(mark in raw for mark in _TIMESTAMP_MARKS) if isinstance(raw, bytes) else True:
+        _reject_timestamps(msg)
+    return msg
+
+
+def _reject_timestamps(obj: Any) -> None:
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(x for x in o if not isinstance(x, (bytes, str, int, float)))
+        elif isinstance(o, msgpack.Timestamp):
+            raise ProtocolError(
+                INVALID_ARGUMENT,
+                "msgpack extension types are not accepted (received a timestamp, type -1)",
+            )
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -168,6 +200,8 @@ class FrameReader:
         self._end = 0
         self._body: bytearray | None = None
         self._filled = 0
+        # An oversize length, reported after the whole frames read before it.
+        self.error: FrameTooLarge | None = None
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         if self._body is not None:
@@ -179,7 +213,8 @@ class FrameReader:
         return self._sview[self._end :]
 
     def buffer_updated(self, nbytes: int) -> list[memoryview]:
-        """Account for `nbytes` read; return complete bodies. Raises FrameTooLarge."""
+        """Account for `nbytes` read; return complete bodies. An oversize length sets
+        `error` (the frames before it are still returned) and nothing more is read."""
         body = self._body
         if body is not None:
             self._filled += nbytes
@@ -193,8 +228,9 @@ class FrameReader:
         while end - start >= 4:
             (length,) = HEADER.unpack_from(sv, start)
             if length > self.max_frame_bytes:
-                self._start = self._end = 0
-                raise FrameTooLarge(length, self.max_frame_bytes)
+                self.error = FrameTooLarge(length, self.max_frame_bytes)
+                start = end
+                break
             have = end - start - 4
             if have >= length:
                 out.append(sv[start + 4 : start + 4 + length])

@@ -310,8 +310,8 @@ def _cpuset(v: _V, key: str, raw: Any) -> tuple[int, ...]:
     if isinstance(raw, str):
         for part in raw.split(","):
             a, _, b = part.strip().partition("-")
-            if not a.isdigit() or (b and not b.isdigit()):
-                raise v.fail(key, 'a CPU set like [0, 1] or "0-1"', raw)
+            if not a.isdigit() or (b and not b.isdigit()) or (b and int(b) < int(a)):
+                raise v.fail(key, 'a CPU set like [0, 1] or "0-1" (ranges low-high)', raw)
             cpus.extend(range(int(a), int(b or a) + 1))
     elif isinstance(raw, list):
         cpus = [v.int_(key, x, 0) for x in raw]

@@ -209,3 +209,15 @@ def _wire(inputs: dict[str, np.ndarray]) -> dict:
     from ringserve.ipc.tensors import to_wire
 
     return {k: to_wire(v) for k, v in inputs.items()}
+
+
+def test_wrap_pad_never_strands_a_request(model_root) -> None:
+    """A record that needs the ring to wrap, sent to an idle worker, still runs."""
+    from conftest import models_toml
+
+    srv = ServerProcess(models_toml(model_root, ["linear"]), "ring_bytes = 65536")
+    with srv, Client(srv.unix_url) as c:
+        rng = np.random.default_rng(0)
+        for rows in (600, 780, 500, 900, 300, 950):  # 38-61 KB records in a 64 KiB ring
+            x = rng.standard_normal((rows, 16)).astype(np.float32)
+            assert c.infer("linear", {"x": x}, timeout_ms=20_000)["y"].shape == (rows, 4)

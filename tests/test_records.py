@@ -159,11 +159,6 @@ def test_scalars_and_zero_size(pair: Pair, dtype: str, shape: list[int]) -> None
     assert out["after"].tolist() == [1, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: records.write casts numeric chunks with memoryview(c).cast('B'), which "
-    "raises TypeError for a numpy array with a zero in a multi-dim shape",
-)
 @pytest.mark.parametrize("shape", [(3, 0), (0, 4), (2, 0, 2)])
 def test_zero_size_numpy_chunk_multi_dim(shape: tuple[int, ...]) -> None:
     a = np.zeros(shape, dtype=np.float32)
@@ -241,6 +236,12 @@ def test_read_returns_views_of_the_ring(pair: Pair) -> None:
     pair.cons.release()
 
 
+def first_block(mlen: int) -> int:
+    """Payload offset of the first tensor block: 64-byte aligned in the ring, since a
+    payload starts RECORD_HEADER bytes into a 64-byte aligned record."""
+    return L.align(L.RECORD_HEADER + 4 + mlen) - L.RECORD_HEADER
+
+
 def _block_offsets(pair: Pair, tensors: list[records.TensorSpec]) -> list[int]:
     """Offsets, within the ring's data area, of each tensor block of one record."""
     assert records.write(pair.prod, L.KIND_REQUEST, [1, "x"], tensors) is not None
@@ -250,7 +251,7 @@ def _block_offsets(pair: Pair, tensors: list[records.TensorSpec]) -> list[int]:
     _, out = records.read(rec.payload)
     (mlen,) = struct.unpack_from("<I", rec.payload, 0)
     table = msgpack.unpackb(rec.payload[4 : 4 + mlen])[-1]
-    offsets = [payload_at + L.align(4 + mlen) + e[3] - L.DATA_OFFSET for e in table]
+    offsets = [payload_at + first_block(mlen) + e[3] - L.DATA_OFFSET for e in table]
     for (name, dtype, *_), off in zip(tensors, offsets, strict=True):
         if dtype != STRING and out[name].size:
             assert out[name].ctypes.data - pair.base - L.DATA_OFFSET == off
@@ -269,20 +270,6 @@ MIXED: list[records.TensorSpec] = [
 ]
 
 
-def test_blocks_are_aligned_within_the_payload(pair: Pair) -> None:
-    """What the format guarantees today: each block starts a multiple of 64 bytes after
-    the payload's start (record start + 32)."""
-    for _ in range(3):  # several positions in the ring
-        offs = _block_offsets(pair, MIXED)
-        assert [(o - L.RECORD_HEADER) % L.ALIGN for o in offs] == [0] * len(offs)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: records.py aligns tensor blocks relative to the payload, which starts "
-    "RECORD_HEADER (32) bytes after a 64-byte aligned record start, so every block sits "
-    "at 32 mod 64 in the ring",
-)
 def test_tensor_data_is_64_byte_aligned_in_the_ring(pair: Pair) -> None:
     for _ in range(3):
         offs = _block_offsets(pair, MIXED)
@@ -295,7 +282,7 @@ def test_tensor_data_is_64_byte_aligned_in_the_ring(pair: Pair) -> None:
 def test_payload_size_matches_write(pair: Pair) -> None:
     meta, total, sizes = records.payload_size([1, "sig"], MIXED)
     assert sizes == [12, 5, 8 * 3 + 1, 32, 2]
-    assert total == L.align(4 + len(meta)) + sum(L.align(n) for n in sizes)
+    assert total == first_block(len(meta)) + sum(L.align(n) for n in sizes)
     assert msgpack.unpackb(meta)[:2] == [1, "sig"]
     before = pair.prod.words[L.W_HEAD]
     assert records.write(pair.prod, L.KIND_REQUEST, [1, "sig"], MIXED) is not None
@@ -322,11 +309,13 @@ def test_too_large_and_full() -> None:
 
 
 def payload_of(meta: Any, body: bytes = b"", pad_to: int | None = None) -> memoryview:
+    """A payload laid out as records.write does: `body` at the first block. `pad_to`
+    counts from the first block (the block area's size)."""
     mb = msgpack.packb(meta, use_bin_type=True)
     p = struct.pack("<I", len(mb)) + mb
-    p += bytes(L.align(len(p)) - len(p)) + body
+    p += bytes(first_block(len(mb)) - len(p)) + body
     if pad_to is not None:
-        p += bytes(pad_to - len(p))
+        p += bytes(first_block(len(mb)) + pad_to - len(p))
     return memoryview(p)
 
 
@@ -391,7 +380,7 @@ def test_corrupt_meta(payload: bytes) -> None:
     ],
 )
 def test_corrupt_table_extent(entry: list[Any]) -> None:
-    p = payload_of([1, [entry]], pad_to=L.align(4 + 32) + 64)
+    p = payload_of([1, [entry]], pad_to=64)
     with pytest.raises(RingCorrupt):
         records.read(p)
 
@@ -414,7 +403,7 @@ def test_corrupt_string_offsets(offsets: list[int], total: int) -> None:
         records.read(p)
 
 
-META_END = L.align(4 + struct.unpack_from("<I", GOOD, 0)[0])
+META_END = first_block(struct.unpack_from("<I", GOOD, 0)[0])
 
 
 @given(
@@ -440,12 +429,6 @@ def test_corrupt_length_or_block_is_detected_or_harmless(pos: int, xor: int) -> 
             assert sum(len(x) for x in a.reshape(-1)) <= len(buf)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: records.read unpacks table entries, shapes and offsets without checking "
-    "their types, so a structurally wrong meta raises ValueError/TypeError/IndexError "
-    "instead of RingCorrupt",
-)
 @pytest.mark.parametrize(
     "meta",
     [
@@ -460,4 +443,4 @@ def test_corrupt_length_or_block_is_detected_or_harmless(pos: int, xor: int) -> 
 )
 def test_structurally_wrong_meta_raises_ring_corrupt(meta: list[Any]) -> None:
     with pytest.raises(RingCorrupt):
-        records.read(payload_of(meta, pad_to=L.align(4 + 40) + 64))
+        records.read(payload_of(meta, pad_to=64))

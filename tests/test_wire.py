@@ -246,23 +246,12 @@ def test_pack_parts_decodes_like_pack_at_every_size(n: int) -> None:
     assert wire.unpack_body(bodies[0]) == plain(msg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: wire._encode writes every out-of-line bin (> 4096 bytes) as bin32 (0xc6); "
-    "msgpack (and so pack) uses bin16 (0xc5) below 65536 bytes",
-)
 @pytest.mark.parametrize("n", [4097, 10_000, 65535])
 def test_pack_parts_bin16_sizes(n: int) -> None:
     msg = {"data": b"\x01" * n}
     assert joined(wire.pack_parts(msg)) == wire.pack(msg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: wire._encode measures a memoryview with len(), which counts elements, not "
-    "bytes, for a non-byte format or a multi-dimensional view: the bin header and the frame "
-    "length are wrong",
-)
 @pytest.mark.parametrize(
     "view",
     [
@@ -326,11 +315,6 @@ def test_unpack_body_refuses_ext_types(code: int, wrap: Any) -> None:
     assert f"ext type {code}" in err.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: msgpack decodes ext type -1 (Timestamp) itself without calling ext_hook, "
-    "so unpack_body accepts it; protocol.md: no msgpack extension types are accepted",
-)
 @pytest.mark.parametrize("ts", [msgpack.Timestamp(1, 0), msgpack.Timestamp(1 << 34, 5)])
 def test_unpack_body_refuses_timestamp_ext(ts: Any) -> None:
     _invalid(msgpack.packb({"id": 1, "op": ts}))
@@ -484,12 +468,6 @@ def test_check_wire_tensor_errors(t: Any, parts: list[str]) -> None:
         assert p in msg, f"{p!r} not in {msg!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tensors.check_wire_tensor tests `dtype not in DTYPE_CODES` on the raw "
-    "value; an unhashable dtype (a msgpack array or map) raises TypeError, not "
-    "ProtocolError(INVALID_ARGUMENT)",
-)
 @pytest.mark.parametrize("dtype", [["float32"], {"a": 1}])
 def test_check_wire_tensor_unhashable_dtype(dtype: Any) -> None:
     msg = _tensor_error({"dtype": dtype, "shape": [1], "data": b"\x00" * 4})
@@ -574,11 +552,6 @@ def test_from_wire_zero_size_and_scalars(shape: tuple[int, ...]) -> None:
     assert a.shape == shape and a.dtype == np.float32 and (a == 1.0).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tensors.to_wire casts with a.data.cast('B'), which raises TypeError for "
-    "an array with a zero in a multi-dimensional shape",
-)
 @pytest.mark.parametrize("shape", [(3, 0), (0, 2), (2, 0, 2)])
 def test_to_wire_empty_multi_dim(shape: tuple[int, ...]) -> None:
     t = T.to_wire(np.zeros(shape, dtype=np.float32))

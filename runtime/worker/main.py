@@ -122,6 +122,8 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
             sys.stderr.write(f"ringserve worker {spec['label']}: {exc}\n")
             return EXIT_CORRUPT
         if rec is None:
+            # Only a wrap pad was there: skipping it freed room the frontend may wait for.
+            wake.ring_doorbell(resp.words, resp_efd)
             continue
         if rec.kind == layout.KIND_STOP:
             req.release()
