@@ -108,9 +108,7 @@ class Waiter:
                 if ready():
                     gap = time.perf_counter_ns() - start
                     if gap < self.max_spin_ns:
-                        self.budget_ns = min(
-                            self.max_spin_ns, max(self.budget_ns, 2 * gap, 50_000)
-                        )
+                        self.budget_ns = min(self.max_spin_ns, max(self.budget_ns, 2 * gap, 50_000))
                     return True
                 left_ms = (end - time.perf_counter_ns()) / 1e6
                 if left_ms <= 0:
