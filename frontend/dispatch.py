@@ -105,6 +105,8 @@ class Dispatcher:
         self._spin_until = 0.0
         self._spin_s = settings.max_spin_us / 1e6
         self._batch_timers: dict[int, asyncio.TimerHandle] = {}
+        # Deadlines are kept on perf_counter; workers compare with time.monotonic.
+        self._clock_skew = time.perf_counter() - time.monotonic()
         self.workers_hook: Callable[[], list[dict[str, Any]]] = list
         # Called when a worker's ring can't be trusted; the supervisor kills it.
         self.on_broken: Callable[[WorkerLink, str], None] = lambda link, why: None
@@ -339,14 +341,17 @@ class Dispatcher:
         """Move queued requests onto the least loaded workers that have room.
 
         With batching, a batch is sent when it is full or its oldest request has waited
-        batch_timeout_us, and only to a worker with nothing in flight, so batches grow
-        while every worker is busy and no worker idles while a full batch waits.
+        batch_timeout_us. Exception: under light load (recent batches of about one
+        request) a partial batch goes at once to a version with nothing running,
+        since waiting could only add latency there. A worker holds at most two batches
+        (one running, the next ready), so it never idles while a full batch waits and
+        batches grow while it is busy.
         """
         ms = self.registry.models[v.model].settings if v.model in self.registry.models else None
         if ms is None:
             return
         batching = ms.max_batch_size > 0
-        limit = 1 if batching else self.settings.worker_inflight
+        limit = min(2, self.settings.worker_inflight) if batching else self.settings.worker_inflight
         q = v.queue
         submitted = False
         while q:
@@ -361,7 +366,8 @@ class Dispatcher:
             if batching and head.rows is not None:
                 parts, rows = self._gather(q, ms.max_batch_size)
                 wait = head.t0 + ms.batch_timeout_us / 1e6 - time.perf_counter()
-                if rows < ms.max_batch_size and wait > 0:
+                light = v.batch_ewma < 1.5 and not any(ln.inflight for ln in v.links)
+                if rows < ms.max_batch_size and wait > 0 and not light:
                     self._batch_timer(v, wait)
                     break
                 job = self._batch_job(v, parts, rows, ms.allowed_batch_sizes)
@@ -401,6 +407,7 @@ class Dispatcher:
             out.append((p, start, p.rows))
             start += p.rows
         self.model_stats(v.model).batch(rows, padded - rows)
+        v.batch_ewma = 0.8 * v.batch_ewma + 0.2 * len(parts)
         return Job(v.number, out, batched=True, pad=padded - rows)
 
     def _batch_timer(self, v: VersionState, wait: float) -> None:
@@ -439,7 +446,10 @@ class Dispatcher:
         self._next_rid += 1
         rid = self._next_rid
         try:
-            ok = link.submit(rid, [rid, first.sig, first.wanted], tensors)
+            # The worker drops a record whose every request expired before it starts.
+            deadlines = [p.deadline for p, _, _ in job.parts]
+            deadline = 0.0 if not all(deadlines) else max(deadlines) - self._clock_skew
+            ok = link.submit(rid, [rid, first.sig, first.wanted, deadline], tensors)
         except RecordTooLarge as exc:
             for p, _, _ in job.parts:
                 self._fail(p, E.RESOURCE_EXHAUSTED, f"field 'inputs': {exc}")
@@ -594,7 +604,10 @@ class Dispatcher:
         if p.done:
             return
         p.timer = None
-        where = "while running" if p.running else "while queued (it was not computed)"
+        if not p.running:
+            where = "while queued (it was not computed)"
+        else:
+            where = "after it was handed to a worker (it is not computed if it had not started)"
         self.model_stats(p.model).expired += 1
         self._fail(p, E.DEADLINE_EXCEEDED, f"field 'timeout_ms': deadline passed {where}")
 

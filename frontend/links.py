@@ -81,8 +81,9 @@ class WorkerLink:
             if rec is None:
                 break
             head, outs = records.read(rec.payload)
-            self.requests += 1
-            self.busy_ns += int(head[3])
+            if head[3] >= 0:  # -1: expired before it was computed
+                self.requests += 1
+                self.busy_ns += int(head[3])
             self.on_response(self, head, outs)
             del outs
             resp.release()

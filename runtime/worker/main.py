@@ -135,6 +135,14 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
             sys.stderr.write(f"ringserve worker {spec['label']}: {exc}\n")
             return EXIT_CORRUPT
         rid, sig_name, wanted = head[0], head[1], head[2]
+        deadline = head[3] if len(head) > 3 else 0.0
+        if deadline and time.monotonic() > deadline:
+            # Expired while waiting in the ring: never computed (busy -1 says so).
+            msg = "field 'timeout_ms': deadline passed in the worker's queue; not computed"
+            _respond(resp, resp_efd, [rid, "DEADLINE_EXCEEDED", msg, -1], [], parent)
+            req.release()
+            wake.ring_doorbell(resp.words, resp_efd)
+            continue
         words[layout.W_BEAT] = clock()  # idle time before a request is not hang time
         words[layout.W_BUSY] = rid
         outputs: list[records.TensorSpec] = []
