@@ -209,16 +209,21 @@ class Supervisor:
         if self.stopping:
             return
         model = self.fe.registry.set_model(model_settings(m))
-        wanted = m.version_policy.select(valid_versions(m.base_path))
+        valid = valid_versions(m.base_path)
+        wanted = m.version_policy.select(valid)
+        incomplete = [n for n in list_versions(m.base_path) if n not in valid]
+        notes = []
         if not wanted:
-            model.message = (
+            notes.append(
                 f"no version folder with a saved_model.pb under {m.base_path} "
                 f"matches version_policy {m.version_policy.describe()!r}"
             )
-            if not model.versions:
-                log(f"model {m.name}: {model.message}")
-        else:
-            model.message = ""
+        if incomplete:
+            notes.append(f"version folders {incomplete} have no saved_model.pb yet: not loaded")
+        message = "; ".join(notes)
+        if message and message != model.message:
+            log(f"model {m.name}: {message}")
+        model.message = message
         for number in wanted:
             v = model.versions.get(number)
             if v is None or v.state == R.UNLOADING:
@@ -227,11 +232,13 @@ class Supervisor:
                 v = self.fe.registry.version_state(m.name, number)
                 v.state = R.LOADING
             self._fit_workers(m, number)
-        serving_wanted = any(
-            model.versions[n].state == R.AVAILABLE for n in wanted if n in model.versions
+        # An unwanted version goes only once every wanted one serves: a new version
+        # that fails to load must not take an old one down with it.
+        all_serving = all(
+            n in model.versions and model.versions[n].state == R.AVAILABLE for n in wanted
         )
         for number, v in list(model.versions.items()):
-            if number not in wanted and v.state != R.UNLOADING and (serving_wanted or not wanted):
+            if number not in wanted and v.state != R.UNLOADING and all_serving:
                 self._task(self._unload_version(m.name, number))
 
     def _fit_workers(self, m: ModelConfig, version: int) -> None:

@@ -43,7 +43,12 @@ def configure_process(spec: dict[str, Any]) -> None:
     """Everything that must happen before `import tensorflow`."""
     place = spec["placement"]
     if place["cpu_affinity"]:
-        os.sched_setaffinity(0, place["cpu_affinity"])
+        # Every thread: affinity is per thread, and numpy's BLAS pool already runs.
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), place["cpu_affinity"])
+            except OSError:
+                pass
     from ringserve.runtime.placement import device_env
 
     os.environ.update(device_env(place["device"]))

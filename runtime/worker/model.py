@@ -145,7 +145,9 @@ class LoadedModel:
 
 def to_numpy(t: Any) -> np.ndarray[Any, Any]:
     a = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
-    return np.ascontiguousarray(a)
+    a = np.asarray(a)
+    # Not ascontiguousarray: it turns a scalar (shape []) into shape [1].
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def tf_error_code(exc: BaseException) -> str:
