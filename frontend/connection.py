@@ -34,6 +34,8 @@ class Connection(asyncio.BufferedProtocol):
         self._read_paused = False
         self._write_paused = False
         self.close_after_reply = False
+        self._out: list[bytes | memoryview] = []
+        self._flush_scheduled = False
         self.regions: Regions | None = Regions() if kind == "unix" else None
         self._limit = frontend.settings.max_inflight_per_connection
 
@@ -119,13 +121,24 @@ class Connection(asyncio.BufferedProtocol):
 
     # ---- replies -------------------------------------------------------------------
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:
+        """Queue a reply; replies produced in one turn of the loop leave in one write."""
         t = self.transport
         if t is None or self.closed or t.is_closing():
             return
         if large:
-            t.writelines(wire.pack_parts(msg))
+            self._out.extend(wire.pack_parts(msg))
         else:
-            t.write(wire.pack(msg))
+            self._out.append(wire.pack(msg))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.frontend.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        t = self.transport
+        if out and t is not None and not t.is_closing():
+            t.writelines(out)
 
     def request_done(self) -> None:
         self.inflight -= 1
@@ -150,5 +163,6 @@ class Connection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
+            self.flush()  # replies already made go out before the close
             self.closed = True
             self.transport.close()

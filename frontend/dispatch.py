@@ -364,9 +364,14 @@ class Dispatcher:
                 break
             head = q[0]
             if batching and head.rows is not None:
-                parts, rows = self._gather(q, ms.max_batch_size)
                 wait = head.t0 + ms.batch_timeout_us / 1e6 - time.perf_counter()
                 light = v.batch_ewma < 1.5 and not any(ln.inflight for ln in v.links)
+                if wait > 0 and not light and len(q) < ms.max_batch_size:
+                    # Too few requests to fill a batch (each has a row or more): wait,
+                    # without scanning the queue on every arrival.
+                    self._batch_timer(v, wait)
+                    break
+                parts, rows = self._gather(q, ms.max_batch_size)
                 if rows < ms.max_batch_size and wait > 0 and not light:
                     self._batch_timer(v, wait)
                     break
