@@ -340,12 +340,12 @@ class Dispatcher:
     def _pump(self, v: VersionState) -> None:
         """Move queued requests onto the least loaded workers that have room.
 
-        With batching, a batch is sent when it is full or its oldest request has waited
-        batch_timeout_us. Exception: under light load (recent batches of about one
-        request) a partial batch goes at once to a version with nothing running,
-        since waiting could only add latency there. A worker holds at most two batches
-        (one running, the next ready), so it never idles while a full batch waits and
-        batches grow while it is busy.
+        With batching the dispatch is work-conserving: when nothing of the version is
+        running, whatever is queued goes at once (waiting could only add latency);
+        while a batch runs, the next one is sent when full or when its oldest request
+        has waited batch_timeout_us. A worker holds at most two batches (one running,
+        the next ready), so it never idles while a full batch waits and batches grow
+        while it is busy.
         """
         ms = self.registry.models[v.model].settings if v.model in self.registry.models else None
         if ms is None:
@@ -365,7 +365,7 @@ class Dispatcher:
             head = q[0]
             if batching and head.rows is not None:
                 wait = head.t0 + ms.batch_timeout_us / 1e6 - time.perf_counter()
-                light = v.batch_ewma < 1.5 and not any(ln.inflight for ln in v.links)
+                light = not any(ln.inflight for ln in v.links)
                 if wait > 0 and not light and len(q) < ms.max_batch_size:
                     # Too few requests to fill a batch (each has a row or more): wait,
                     # without scanning the queue on every arrival.
@@ -412,7 +412,6 @@ class Dispatcher:
             out.append((p, start, p.rows))
             start += p.rows
         self.model_stats(v.model).batch(rows, padded - rows)
-        v.batch_ewma = 0.8 * v.batch_ewma + 0.2 * len(parts)
         return Job(v.number, out, batched=True, pad=padded - rows)
 
     def _batch_timer(self, v: VersionState, wait: float) -> None:

@@ -27,7 +27,6 @@ class VersionState:
     signatures: dict[str, Any] = field(default_factory=dict)
     links: list[WorkerLink] = field(default_factory=list)
     queue: deque[Any] = field(default_factory=deque)
-    batch_ewma: float = 1.0  # requests per recent batch: how loaded the batcher is
 
     def serving_links(self) -> list[WorkerLink]:
         return [ln for ln in self.links if ln.serving]

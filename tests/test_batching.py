@@ -99,22 +99,19 @@ def test_too_large_for_max_batch_size_is_refused(batched: ServerProcess) -> None
     assert "max_batch_size" in str(ei.value) and "9" in str(ei.value)
 
 
-def test_batching_timeout_bounds_latency_at_concurrency_1(batched: ServerProcess) -> None:
-    """Alone on an idle model a request is not held for company; after full batches
-    (a loaded batcher) a lone request waits batch_timeout_us (20 ms) for others."""
+def test_batching_never_holds_a_request_on_an_idle_model(batched: ServerProcess) -> None:
+    """Batching is work-conserving: with nothing of the model running, a lone request
+    goes at once instead of waiting batch_timeout_us (20 ms here) for company."""
     x = np.zeros((1, 16), np.float32)
     with Client(batched.unix_url) as c:
+        for _ in range(3):
+            c.infer_many("linear", [{"x": x}] * 8)  # full batches first
+        took = []
         for _ in range(5):
+            t0 = time.perf_counter()
             c.infer("linear", {"x": x})
-        t0 = time.perf_counter()
-        c.infer("linear", {"x": x})
-        assert time.perf_counter() - t0 < 0.015
-        for _ in range(3):  # full batches of 8: the batcher now expects company
-            c.infer_many("linear", [{"x": x}] * 8)
-        t0 = time.perf_counter()
-        c.infer("linear", {"x": x})
-        took = time.perf_counter() - t0
-    assert 0.018 < took < 2.0, took
+            took.append(time.perf_counter() - t0)
+    assert sorted(took)[2] < 0.015, took
 
 
 def slow(n: int) -> dict:
