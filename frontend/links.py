@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,7 @@ class WorkerLink:
     def serving(self) -> bool:
         return self.ready and self.alive and not self.draining
 
-    def submit(self, rid: int, head: list[Any], tensors: list[records.TensorSpec]) -> bool:
+    def submit(self, rid: int, head: list[Any], tensors: Sequence[records.TensorSpec]) -> bool:
         """Write one request record; False if the ring has no room right now."""
         if records.write(self.req, layout.KIND_REQUEST, head, tensors) is None:
             # The write may have published a wrap pad: the worker must wake to skip it,

@@ -8,6 +8,7 @@ caller decides how long to wait.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 from . import layout as L
@@ -42,7 +43,9 @@ class Ring:
     header is validated against the buffer's size.
     """
 
-    def __init__(self, buf: memoryview | bytearray, *, create: bool = False, capacity: int = 0):
+    def __init__(
+        self, buf: memoryview | bytearray | mmap.mmap, *, create: bool = False, capacity: int = 0
+    ):
         mv = memoryview(buf).cast("B")
         if create:
             if capacity <= 0 or capacity % L.ALIGN:
