@@ -615,14 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="rounds; medians (default 3)")
     p.add_argument("--floor-calls", type=int, default=2000, help="floor calls per round, batch 1")
     p.add_argument("--log-dir", default=None, help="keep server and child logs here")
-    p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")
-    p.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
-    p.add_argument(
-        "--write-results",
-        action="store_true",
-        help="replace (or append) this benchmark's section in --results-file",
-    )
-    p.add_argument("--results-file", default=str(B.RESULTS_FILE), help="default perf/RESULTS.md")
+    B.add_output_args(p)
     return p
 
 
@@ -639,17 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = any(s.get("exit_code") != 0 for s in res["servers"].values()) or any(
         r["requests"] == 0 or r["workers_replaced"] for r in res["runs"]
     )
-    if args.write_results and bad:
-        sys.stderr.write("not writing results: the run had failures (see above)\n")
-    elif args.write_results:
-        path = B.write_results(
-            args.results_file,
-            RESULTS_KEY,
-            "Server-side batching (perf/bench_batching.py)",
-            E.results_body(res, text),
-        )
-        sys.stderr.write(f"wrote section {RESULTS_KEY} of {path}\n")
-    return 1 if bad else 0
+    title = "Server-side batching (perf/bench_batching.py)"
+    return B.publish(args, RESULTS_KEY, title, E.results_body(res, text), bad)
 
 
 if __name__ == "__main__":

@@ -575,14 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='extra text in every [[models]] table after base_path, e.g. "max_queue = 4096" '
         "(repeatable; instances come from --instances/--intra/--inter/--pin)",
     )
-    p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")
-    p.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
-    p.add_argument(
-        "--write-results",
-        action="store_true",
-        help="replace (or append) this benchmark's section in --results-file",
-    )
-    p.add_argument("--results-file", default=str(B.RESULTS_FILE), help="default perf/RESULTS.md")
+    B.add_output_args(p)
     return p
 
 

@@ -1224,10 +1224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-settle", type=float, default=2.0, help="(cpu) wait before idle")
     p.add_argument("--load-seconds", type=float, default=5.0, help="(cpu) load window")
     p.add_argument("--no-tf", action="store_true", help="(a-c only) skip the TF reference")
-    p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--write-results", action="store_true")
-    p.add_argument("--results-file", default=str(B.RESULTS_FILE))
+    B.add_output_args(p)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     return p

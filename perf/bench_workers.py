@@ -457,14 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='extra [server] line, e.g. "worker_inflight = 4" (repeatable)',
     )
     p.add_argument("--log-dir", default=None, help="keep server and child logs here")
-    p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")
-    p.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
-    p.add_argument(
-        "--write-results",
-        action="store_true",
-        help="replace (or append) this benchmark's section in --results-file",
-    )
-    p.add_argument("--results-file", default=str(B.RESULTS_FILE), help="default perf/RESULTS.md")
+    B.add_output_args(p)
     return p
 
 
@@ -481,17 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = any(s["exit_code"] != 0 or s["error"] for s in res["servers"]) or any(
         r["requests"] == 0 or r["workers_replaced"] for r in res["served"]
     )
-    if args.write_results and bad:
-        sys.stderr.write("not writing results: the run had failures (see above)\n")
-    elif args.write_results:
-        path = B.write_results(
-            args.results_file,
-            RESULTS_KEY,
-            "Worker count and TF threads (perf/bench_workers.py)",
-            E.results_body(res, table),
-        )
-        sys.stderr.write(f"wrote section {RESULTS_KEY} of {path}\n")
-    return 1 if bad else 0
+    title = "Worker count and TF threads (perf/bench_workers.py)"
+    return B.publish(args, RESULTS_KEY, title, E.results_body(res, table), bad)
 
 
 if __name__ == "__main__":

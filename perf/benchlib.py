@@ -7,6 +7,7 @@ sys.path); from elsewhere, add perf/ to sys.path first.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import datetime as _dt
 import importlib.metadata
@@ -199,6 +200,28 @@ def write_results(path: str | Path, key: str, title: str, body: str) -> Path:
         text = text.rstrip("\n") + "\n\n" + section
     p.write_text(text)
     return p
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """The options every benchmark shares: smoke-test counts and where results go."""
+    p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")
+    p.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
+    p.add_argument(
+        "--write-results",
+        action="store_true",
+        help="replace (or append) this benchmark's section in --results-file",
+    )
+    p.add_argument("--results-file", default=str(RESULTS_FILE), help="default perf/RESULTS.md")
+
+
+def publish(args: argparse.Namespace, key: str, title: str, body: str, bad: bool) -> int:
+    """Write the section when asked and the run was clean; the exit code for main()."""
+    if args.write_results and bad:
+        sys.stderr.write("not writing results: the run had failures (see above)\n")
+    elif args.write_results:
+        path = write_results(args.results_file, key, title, body)
+        sys.stderr.write(f"wrote section {key} of {path}\n")
+    return 1 if bad else 0
 
 
 # ---- CPU placement ---------------------------------------------------------------------
