@@ -84,9 +84,16 @@ class ServerProcess:
     def unix_url(self) -> str:
         return f"unix://{self.unix}"
 
+    def argv(self) -> list[str]:
+        """The command that starts the server (a subclass may wrap it)."""
+        return [sys.executable, "-m", "ringserve", "serve", "--config", str(self.config_path)]
+
+    def _started(self) -> None:
+        """Called once the process exists, before waiting for it to be ready."""
+
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ringserve", "serve", "--config", str(self.config_path)],
+            self.argv(),
             env=self.env,
             stdin=subprocess.DEVNULL,
             stderr=self.stderr,
@@ -94,6 +101,7 @@ class ServerProcess:
             start_new_session=True,
         )
         ServerProcess.started.append(self.proc.pid)
+        self._started()
         if self._wait_ready:
             try:
                 self.wait_ready()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,37 +44,14 @@ class LoggedServer(ServerProcess):
     def __init__(
         self, models_toml: str, server_toml: str = "", *, wait: bool = True, **kw: Any
     ) -> None:
-        super().__init__(models_toml, server_toml, wait_ready=False, **kw)
-        self._wait = wait
+        super().__init__(models_toml, server_toml, wait_ready=wait, stderr=subprocess.PIPE, **kw)
         self.lines: list[tuple[float, str]] = []
         self._reader: threading.Thread | None = None
 
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "ringserve", "serve", "--config", str(self.config_path)]
-
-    def start(self) -> LoggedServer:
-        self.proc = subprocess.Popen(
-            self.argv(),
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            pass_fds=self.pass_fds,
-            start_new_session=True,
-        )
-        # The session's leak check looks for what is left of every server's group.
-        started = getattr(ServerProcess, "started", None)
-        if started is not None:
-            started.append(self.proc.pid)
-        assert self.proc.stderr is not None
+    def _started(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
         self._reader = threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True)
         self._reader.start()
-        if self._wait:
-            try:
-                self.wait_ready()
-            except BaseException:
-                self.stop(signal.SIGKILL)
-                raise
-        return self
 
     def _read(self, stream: IO[bytes]) -> None:
         for raw in stream:
@@ -118,6 +94,18 @@ class LoggedServer(ServerProcess):
         with self.client() as c:
             ws = c.stats()["workers"]
         return [w for w in ws if model is None or w["model"] == model]
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
+    """Poll `cond` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def wait_for(

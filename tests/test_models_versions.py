@@ -13,33 +13,23 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from models_extra import SIGS_SIGNATURES, build_extra, copy_version
 
 from ringserve.client import Client, InvalidArgument, NotFound, RingserveError, Unavailable
 from ringserve.client.common import infer_request
 from ringserve.runtime.launch import ServerProcess
 
+from faults import wait_until
+from models_extra import SIGS_SIGNATURES, build_extra, copy_version
+
 POLL = 0.2
 MODELS = ("all", "latn", "spec", "live", "sigs")
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
-    """Poll `cond` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def models_by_name(c: Client) -> dict[str, dict[str, Any]]:

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ringserve.client import Client, RingserveError
+
+from conftest import models_toml
 from faults import (
     FOREVER,
     LoggedServer,
@@ -27,10 +31,6 @@ from faults import (
     slow_inputs,
     wait_for,
 )
-
-from ringserve.client import Client, RingserveError
-
-from conftest import models_toml
 
 SMALL_RINGS = "ring_bytes = 1048576"
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import LoggedServer, linear_inputs, wait_for
 
 from ringserve.client import Client
 from ringserve.runtime import config, systemd
 
 from conftest import models_toml
+from faults import LoggedServer, linear_inputs, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "configs" / "systemd"

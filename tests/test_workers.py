@@ -14,14 +14,13 @@ import signal
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from models_extra import COUNTER_SIGNATURES, build_extra, copy_version
 
 from ringserve.client import Client
 from ringserve.client.common import infer_request
@@ -29,6 +28,8 @@ from ringserve.runtime.launch import ServerProcess
 from ringserve.runtime.worker import warmup
 
 from conftest import models_toml
+from faults import wait_until
+from models_extra import COUNTER_SIGNATURES, build_extra, copy_version
 
 SLOW_N = 400_000  # iterations of the slow model: about 2 s of one CPU
 
@@ -75,18 +76,6 @@ READY = re.compile(
     r" device (?P<device>\S+) intra_op_threads (?P<intra>\S+) inter_op_threads (?P<inter>\S+)"
     r" cpu_affinity \[(?P<cpus>[^\]]*)\] load [\d.]+s warmup (?P<warmup>\d+) runs"
 )
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
-    """Poll `cond` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def cpu_list(text: str) -> list[int]:
