@@ -46,9 +46,7 @@ class WorkerLink:
         self.draining = False
         self.info: dict[str, Any] = {}
         self.requests = 0
-        self.failures = 0
         self.busy_ns = 0
-        self.started = time.monotonic()
 
     @property
     def serving(self) -> bool:
