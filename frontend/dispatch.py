@@ -20,7 +20,14 @@ from ringserve.ipc import errors as E
 from ringserve.ipc import wake
 from ringserve.ipc.errors import ProtocolError
 from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
-from ringserve.ipc.tensors import STRING, check_wire_tensor, count, itemsize, shape_matches
+from ringserve.ipc.tensors import (
+    STRING,
+    check_wire_tensor,
+    count,
+    dtype_name,
+    itemsize,
+    shape_matches,
+)
 
 from .links import WorkerLink
 from .regions import Region, Regions
@@ -80,7 +87,7 @@ class Pending:
 class Job:
     """What one ring record carries: one request, or a batch of them."""
 
-    __slots__ = ("batched", "pad", "parts", "version")
+    __slots__ = ("batched", "pad", "parts", "rows", "version")
 
     def __init__(
         self, version: int, parts: list[tuple[Pending, int, int]], batched: bool, pad: int = 0
@@ -89,6 +96,12 @@ class Job:
         self.parts = parts  # (request, first row, rows)
         self.batched = batched
         self.pad = pad  # zero rows appended to reach an allowed batch size
+        self.rows = sum(r for _, _, r in parts) + pad
+
+
+# How long before a busy worker's expected finish its next batch is sent: the time to
+# write the batch into the ring and for the spinning worker to see it.
+HANDOVER_S = 50e-6
 
 
 class Dispatcher:
@@ -105,6 +118,9 @@ class Dispatcher:
         self._spin_until = 0.0
         self._spin_s = settings.max_spin_us / 1e6
         self._batch_timers: dict[int, asyncio.TimerHandle] = {}
+        # Batches to form at a perf_counter time, checked on every poll tick (the
+        # loop's timers round to milliseconds; a batch runs in hundreds of microseconds).
+        self._due: dict[int, tuple[float, VersionState]] = {}
         # Deadlines are kept on perf_counter; workers compare with time.monotonic.
         self._clock_skew = time.perf_counter() - time.monotonic()
         self.workers_hook: Callable[[], list[dict[str, Any]]] = list
@@ -217,7 +233,8 @@ class Dispatcher:
                 E.UNAVAILABLE, f"model {model.name!r} version {v.number}: no live worker"
             )
         st = self.model_stats(model.name)
-        if sum(1 for q in v.queue if not q.done) >= ms.max_queue:
+        # len() bounds the count (the queue also holds requests already answered).
+        if len(v.queue) >= ms.max_queue and self.queued(v) >= ms.max_queue:
             st.rejected += 1
             raise ProtocolError(
                 E.RESOURCE_EXHAUSTED,
@@ -340,13 +357,15 @@ class Dispatcher:
     def _pump(self, v: VersionState) -> None:
         """Move queued requests onto the least loaded workers that have room.
 
-        With batching the dispatch is work-conserving: when nothing of the version is
-        running, whatever is queued goes at once (waiting could only add latency);
-        while a batch runs, the next one is sent when full or when its oldest request
-        has waited batch_timeout_us. A worker holds at most two batches (one running,
-        the next ready), so it never idles while a full batch waits and batches grow
-        while it is busy.
+        With batching the dispatch is work-conserving: an idle worker gets whatever is
+        queued at once (waiting could only add latency). A busy worker gets its next
+        batch when the batch is full, when its oldest request has waited
+        batch_timeout_us, or just before the running batch is expected to end
+        (servicetime.py), whichever comes first. A worker holds at most two batches
+        (one running, the next ready), so it never idles while a batch waits, and
+        batches grow while it is busy.
         """
+        self._due.pop(id(v), None)
         ms = self.registry.models[v.model].settings if v.model in self.registry.models else None
         if ms is None:
             return
@@ -364,16 +383,20 @@ class Dispatcher:
                 break
             head = q[0]
             if batching and head.rows is not None:
-                wait = head.t0 + ms.batch_timeout_us / 1e6 - time.perf_counter()
-                light = not any(ln.inflight for ln in v.links)
-                if wait > 0 and not light and len(q) < ms.max_batch_size:
+                now = time.perf_counter()
+                wait = head.t0 + ms.batch_timeout_us / 1e6 - now
+                # A busy worker gets its next batch just before it is expected to
+                # finish: it never idles, and the batch takes in whatever arrives
+                # until then. An idle one gets what is queued at once.
+                busy_for = link.busy_until - now - HANDOVER_S if link.inflight else 0.0
+                if wait > 0 and busy_for > 0 and len(q) < ms.max_batch_size:
                     # Too few requests to fill a batch (each has a row or more): wait,
                     # without scanning the queue on every arrival.
-                    self._batch_timer(v, wait)
+                    self._batch_later(v, min(wait, busy_for), wait)
                     break
                 parts, rows = self._gather(q, ms.max_batch_size)
-                if rows < ms.max_batch_size and wait > 0 and not light:
-                    self._batch_timer(v, wait)
+                if rows < ms.max_batch_size and wait > 0 and busy_for > 0:
+                    self._batch_later(v, min(wait, busy_for), wait)
                     break
                 job = self._batch_job(v, parts, rows, ms.allowed_batch_sizes)
             else:
@@ -403,7 +426,9 @@ class Dispatcher:
         self, v: VersionState, parts: list[Pending], rows: int, allowed: tuple[int, ...]
     ) -> Job:
         chosen = {id(p) for p in parts}
-        v.queue = type(v.queue)(p for p in v.queue if id(p) not in chosen)
+        rest = [p for p in v.queue if id(p) not in chosen]
+        v.queue.clear()  # in place: _pump holds a reference to this queue
+        v.queue.extend(rest)
         padded = next((a for a in allowed if a >= rows), rows)
         out = []
         start = 0
@@ -413,6 +438,12 @@ class Dispatcher:
             start += p.rows
         self.model_stats(v.model).batch(rows, padded - rows)
         return Job(v.number, out, batched=True, pad=padded - rows)
+
+    def _batch_later(self, v: VersionState, wait: float, timeout: float) -> None:
+        """Pump `v` again in `wait` seconds: on a poll tick while the frontend spins,
+        and in any case by the loop timer at the batch timeout."""
+        self._due[id(v)] = (time.perf_counter() + wait, v)
+        self._batch_timer(v, timeout)
 
     def _batch_timer(self, v: VersionState, wait: float) -> None:
         key = id(v)
@@ -464,6 +495,8 @@ class Dispatcher:
             if job.batched:  # put the batch back at the front, in order
                 v.queue.extendleft(reversed([p for p, _, _ in job.parts]))
             return False
+        now = time.perf_counter()
+        link.busy_until = max(link.busy_until, now) + link.service.estimate(job.rows)
         if not job.batched:
             v.queue.popleft()
         for p, _, _ in job.parts:
@@ -487,6 +520,10 @@ class Dispatcher:
             if link.inflight:
                 self._poll(link)
                 busy = busy or bool(link.inflight)
+        if self._due:
+            now = time.perf_counter()
+            for v in [v for at, v in self._due.values() if at <= now]:
+                self._pump(v)
         if busy and time.perf_counter() < self._spin_until:
             # Give the CPU to the worker if it shares ours: a spin must never slow the
             # computation it waits for.
@@ -522,6 +559,16 @@ class Dispatcher:
         job = link.inflight.pop(rid, None)
         if job is None:
             return
+        if head[3] >= 0:  # -1: expired unseen, says nothing of the service time
+            link.service.observe(job.rows, head[3] / 1e9)
+        est = link.service.estimate
+        link.busy_until = time.perf_counter() + sum(est(j.rows) for j in link.inflight.values())
+        # Refill the worker before building the replies: the worker computes the next
+        # batch while this one is split, encoded and sent.
+        m = self.registry.models.get(link.model)
+        v = m.versions.get(link.version) if m is not None else None
+        if v is not None and v.queue:
+            self._pump(v)
         try:
             self._complete(job, code, message, outs)
         except Exception as exc:  # a reply we could not build still gets an answer
@@ -529,10 +576,6 @@ class Dispatcher:
                 if not p.done:
                     self._fail(p, E.INTERNAL, f"building the reply: {type(exc).__name__}: {exc}")
         self._spin_until = time.perf_counter() + self._spin_s
-        m = self.registry.models.get(link.model)
-        v = m.versions.get(link.version) if m is not None else None
-        if v is not None and v.queue:
-            self._pump(v)
 
     def _complete(self, job: Job, code: str, message: str, outs: dict[str, Any]) -> None:
         if code:
@@ -579,13 +622,18 @@ class Dispatcher:
                     return
                 region.view[off : off + a.nbytes] = np.ascontiguousarray(a).data.cast("B")
                 ref = {"region": region.name, "offset": off, "size": a.nbytes}
-                wire[name] = {"dtype": a.dtype.name, "shape": list(a.shape), "shm": ref}
+                wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "shm": ref}
                 continue
             total += a.nbytes
             if a.dtype == object:
                 wire[name] = {"dtype": STRING, "shape": list(a.shape), "data": a.ravel().tolist()}
             else:
-                wire[name] = {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}
+                # A small output is packed into the reply at once, so a view of the ring
+                # saves a copy; a large one is sent by reference after the ring record
+                # is released, so it must be copied out.
+                small = a.nbytes <= 4096 and a.flags.c_contiguous
+                data = a.data.cast("B") if small else a.tobytes()
+                wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "data": data}
         self._finish(p)
         self.model_stats(p.model).ok(time.perf_counter() - p.t0)
         msg = {"id": p.cid, "ok": True, "model": p.model, "version": version, "outputs": wire}

@@ -11,6 +11,8 @@ import numpy as np
 from ringserve.ipc import layout, records, wake
 from ringserve.ipc.ring import Ring
 
+from .servicetime import ServiceTime
+
 OnResponse = Callable[["WorkerLink", list[Any], dict[str, np.ndarray[Any, Any]]], None]
 
 
@@ -47,6 +49,9 @@ class WorkerLink:
         self.info: dict[str, Any] = {}
         self.requests = 0
         self.busy_ns = 0
+        self.service = ServiceTime()
+        # perf_counter time at which the worker is expected to finish what it holds.
+        self.busy_until = 0.0
 
     @property
     def serving(self) -> bool:

@@ -40,8 +40,15 @@ def itemsize(dtype: str) -> int:
     return NUMPY[dtype].itemsize
 
 
+# dtype.name is a Python-level property that costs microseconds; dtype.str is a C one.
+_BY_STR: dict[str, str] = {dt.str: name for name, dt in NUMPY.items()}
+
+
 def dtype_name(dt: np.dtype[Any]) -> str:
     """Protocol name of a numpy dtype; object/bytes/str arrays are `string`."""
+    known = _BY_STR.get(dt.str)
+    if known is not None:
+        return known
     if dt.kind in "OSU":
         return STRING
     name = dt.name

@@ -81,11 +81,6 @@ def _encode(obj: Any, buf: bytearray, parts: list[bytes | memoryview]) -> None:
         buf += msgpack.packb(obj, use_bin_type=True)
 
 
-# msgpack decodes its timestamp extension (type -1) itself, without ext_hook. These
-# are the only encodings of it; when none occurs in the body, no walk is needed.
-_TIMESTAMP_MARKS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
-
-
 def _nbytes(obj: bytes | bytearray | memoryview) -> int:
     return obj.nbytes if isinstance(obj, memoryview) else len(obj)
 
@@ -98,21 +93,31 @@ def unpack_body(body: bytes | memoryview) -> Any:
         raise
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(INVALID_ARGUMENT, f"frame body is not valid msgpack: {exc}") from None
-    raw = bytes(body) if isinstance(body, memoryview) and len(body) < 4096 else body
-    if any(mark in raw for mark in _TIMESTAMP_MARKS) if isinstance(raw, bytes) else True:
-        _reject_timestamps(msg)
+    _reject_timestamps(msg)
     return msg
+
+
+# msgpack decodes its timestamp extension (type -1) itself, without calling ext_hook,
+# so the decoded message is walked for one. The walk looks at containers only: it costs
+# about a microsecond for a request, where scanning the body's bytes for the encodings
+# of a timestamp took 8 us on a 3 KiB tensor.
+_SCALARS = frozenset((bytes, str, int, float, bool, type(None)))
 
 
 def _reject_timestamps(obj: Any) -> None:
     stack = [obj]
+    pop, push = stack.pop, stack.append
     while stack:
-        o = stack.pop()
-        if isinstance(o, dict):
-            stack.extend(o.keys())
-            stack.extend(o.values())
-        elif isinstance(o, list):
-            stack.extend(x for x in o if not isinstance(x, (bytes, str, int, float)))
+        o = pop()
+        if type(o) is dict:
+            for k, v in o.items():
+                if type(k) not in _SCALARS:
+                    push(k)
+                if type(v) not in _SCALARS:
+                    push(v)
+        elif type(o) is list:
+            if not _SCALARS.issuperset(map(type, o)):  # C speed for long string lists
+                stack.extend(v for v in o if type(v) not in _SCALARS)
         elif isinstance(o, msgpack.Timestamp):
             raise ProtocolError(
                 INVALID_ARGUMENT,

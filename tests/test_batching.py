@@ -87,7 +87,7 @@ def test_padding_to_allowed_sizes(batched: ServerProcess) -> None:
         y = c.infer("linear", {"x": x})["y"]  # 3 rows alone -> padded to 4
         st = c.stats()["models"]["linear"]
     assert y.shape == (3, 4)
-    assert st["padding_rows"] - pad0 == 1
+    assert st["padding_rows"] - pad0 == 1, st
     assert "4" in st["batch_sizes"] or "3" in st["batch_sizes"]
 
 
