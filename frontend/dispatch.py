@@ -244,6 +244,10 @@ class Dispatcher:
             p.deadline = p.t0 + timeout / 1000.0
             p.timer = self.loop.call_later(timeout / 1000.0, self._expire, p)
         v.queue.append(p)
+        due = self._due.get(id(v))
+        if due is not None and len(v.queue) < ms.max_batch_size and time.perf_counter() < due[0]:
+            return  # a batch is already timed and this request cannot fill it: no news
+        # Also the due check while a burst of requests keeps the loop from a poll tick.
         self._pump(v)
 
     def _check_inputs(
@@ -592,6 +596,15 @@ class Dispatcher:
     def _split(self, job: Job, outs: dict[str, np.ndarray[Any, Any]]) -> None:
         total = job.parts[-1][1] + job.parts[-1][2]
         bad = [k for k, a in outs.items() if a.ndim == 0 or a.shape[0] < total]
+        # Numeric outputs small enough to pack at once: each reply takes a byte slice
+        # of the ring (msgpack copies it), with the dtype and row shape worked out once.
+        rows_out = None
+        small = all(a.dtype.kind != "O" and a.nbytes <= 65536 for a in outs.values())
+        if not bad and small and all(a.flags.c_contiguous for a in outs.values()):
+            rows_out = [
+                (k, dtype_name(a.dtype), list(a.shape[1:]), a.strides[0], a.data.cast("B"))
+                for k, a in outs.items()
+            ]
         for p, start, rows in job.parts:
             if p.done:
                 continue
@@ -602,8 +615,18 @@ class Dispatcher:
                     f"outputs {bad}: expected the batch dimension first (>= {total} rows) "
                     "so a batch can be split; disable batching for this model",
                 )
-                continue
-            self._succeed(p, job.version, {k: a[start : start + rows] for k, a in outs.items()})
+            elif rows_out is not None and not p.output_shm:
+                wire = {
+                    k: {
+                        "dtype": dt,
+                        "shape": [rows, *tail],
+                        "data": mv[start * stride : (start + rows) * stride],
+                    }
+                    for k, dt, tail, stride, mv in rows_out
+                }
+                self._reply_ok(p, job.version, wire, large=False)
+            else:
+                self._succeed(p, job.version, {k: a[start : start + rows] for k, a in outs.items()})
 
     def _succeed(self, p: Pending, version: int, outs: dict[str, np.ndarray[Any, Any]]) -> None:
         wire: dict[str, Any] = {}
@@ -625,7 +648,7 @@ class Dispatcher:
                 wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "shm": ref}
                 continue
             total += a.nbytes
-            if a.dtype == object:
+            if a.dtype.kind == "O":
                 wire[name] = {"dtype": STRING, "shape": list(a.shape), "data": a.ravel().tolist()}
             else:
                 # A small output is packed into the reply at once, so a view of the ring
@@ -634,10 +657,13 @@ class Dispatcher:
                 small = a.nbytes <= 4096 and a.flags.c_contiguous
                 data = a.data.cast("B") if small else a.tobytes()
                 wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "data": data}
+        self._reply_ok(p, version, wire, large=total > 65536)
+
+    def _reply_ok(self, p: Pending, version: int, wire: dict[str, Any], large: bool) -> None:
         self._finish(p)
         self.model_stats(p.model).ok(time.perf_counter() - p.t0)
         msg = {"id": p.cid, "ok": True, "model": p.model, "version": version, "outputs": wire}
-        p.conn.reply(msg, large=total > 65536)
+        p.conn.reply(msg, large=large)
 
     def _fail(self, p: Pending, code: str, message: str) -> None:
         self._finish(p)

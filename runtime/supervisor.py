@@ -421,7 +421,7 @@ class Supervisor:
             f"device {msg.get('device')} intra_op_threads {msg.get('intra_op_threads')} "
             f"inter_op_threads {msg.get('inter_op_threads')} "
             f"cpu_affinity {msg.get('cpu_affinity')} load {msg.get('load_seconds', 0):.3f}s "
-            f"warmup {msg.get('warmup_runs')} runs"
+            f"warmup {msg.get('warmup_runs')} runs call {msg.get('call_paths')}"
         )
         # A newer version serving can retire older ones the policy no longer wants.
         m = next((c for c in self.cfg.models if c.name == h.model), None)

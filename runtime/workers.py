@@ -65,6 +65,7 @@ class WorkerHandle:
             "visible_gpus": info.get("visible_gpus"),
             "memory_growth": info.get("memory_growth"),
             "tf_devices": info.get("tf_devices"),
+            "call_paths": info.get("call_paths"),
             "configured": self.placement.as_dict(),
             "requests": self.link.requests,
             "inflight": len(self.link.inflight),

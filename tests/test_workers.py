@@ -330,6 +330,7 @@ def test_stats_has_one_entry_per_worker_with_every_field(ws: Server) -> None:
         "cpu_seconds": (int, float),
         "voluntary_ctx_switches": int,
         "involuntary_ctx_switches": int,
+        "call_paths": dict,
     }
     server_pid = st["server"]["pid"]
     for w in workers:
@@ -337,6 +338,7 @@ def test_stats_has_one_entry_per_worker_with_every_field(ws: Server) -> None:
             assert isinstance(w.get(k), t), (k, w)
         assert all(isinstance(cpu, int) for cpu in w["cpu_affinity"])
         assert w["version"] == 1
+        assert set(w["call_paths"].values()) <= {"flat", "public"}, w["call_paths"]
         # a real worker process of this server
         assert ppid(w["pid"]) == server_pid
         cmd = Path(f"/proc/{w['pid']}/cmdline").read_bytes().split(b"\0")
@@ -519,7 +521,9 @@ def test_warmup_runs_every_signature_and_the_tf_serving_records(ws: Server) -> N
         got = c.infer("warm", {"x": np.zeros(1, np.float32)})
         requests = next(x for x in c.stats()["workers"] if x["model"] == "warm")["requests"]
     vals = {k: a.ravel()[0].item() for k, a in got.items()}
-    assert vals["calls"] == runs + requests
+    assert vals["calls"] == runs + requests  # no probe call of the flat path counted
+    # A model that changes state is never probed, so it keeps the public call.
+    assert set(w["call_paths"].values()) == {"public"}, w["call_paths"]
     assert vals["f"] == pytest.approx(ws.totals["f"])
     assert vals["i"] == ws.totals["i"]
     assert vals["s"] == ws.totals["s"]

@@ -90,6 +90,7 @@ def main() -> None:
             "load_seconds": loaded.load_seconds,
             "warmup_seconds": time.perf_counter() - t0,
             "warmup_runs": warm,
+            "call_paths": loaded.call_paths(),
             "cpu_affinity": sorted(os.sched_getaffinity(0)),
             **M.observed(place["device"]),
         }
