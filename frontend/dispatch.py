@@ -233,8 +233,7 @@ class Dispatcher:
                 E.UNAVAILABLE, f"model {model.name!r} version {v.number}: no live worker"
             )
         st = self.model_stats(model.name)
-        # len() bounds the count (the queue also holds requests already answered).
-        if len(v.queue) >= ms.max_queue and self.queued(v) >= ms.max_queue:
+        if self.queued(v) >= ms.max_queue:
             st.rejected += 1
             raise ProtocolError(
                 E.RESOURCE_EXHAUSTED,
@@ -429,10 +428,15 @@ class Dispatcher:
     def _batch_job(
         self, v: VersionState, parts: list[Pending], rows: int, allowed: tuple[int, ...]
     ) -> Job:
+        q = v.queue
         chosen = {id(p) for p in parts}
-        rest = [p for p in v.queue if id(p) not in chosen]
-        v.queue.clear()  # in place: _pump holds a reference to this queue
-        v.queue.extend(rest)
+        if all(id(q[i]) in chosen for i in range(len(parts))):
+            for _ in parts:  # the usual case: the batch is the head of the queue
+                q.popleft()
+        else:
+            rest = [p for p in q if id(p) not in chosen]
+            q.clear()  # in place: _pump holds a reference to this queue
+            q.extend(rest)
         padded = next((a for a in allowed if a >= rows), rows)
         out = []
         start = 0
@@ -686,6 +690,11 @@ class Dispatcher:
             where = "while queued (it was not computed)"
         else:
             where = "after it was handed to a worker (it is not computed if it had not started)"
+        if not p.running:
+            try:  # out of the queue now, so len(queue) counts live requests only
+                p.version.queue.remove(p)
+            except ValueError:
+                pass
         self.model_stats(p.model).expired += 1
         self._fail(p, E.DEADLINE_EXCEEDED, f"field 'timeout_ms': deadline passed {where}")
 
@@ -693,16 +702,24 @@ class Dispatcher:
         """The client went away: drop its queued requests (running ones finish unseen)."""
         for m in self.registry.models.values():
             for v in m.versions.values():
+                if not any(p.conn is conn for p in v.queue):
+                    continue
+                keep = []
                 for p in v.queue:
-                    if p.conn is conn and not p.done:
+                    if p.conn is not conn:
+                        keep.append(p)
+                    elif not p.done:
                         p.done = True
                         p.tensors = []
                         self.model_stats(p.model).cancelled += 1
                         if p.timer is not None:
                             p.timer.cancel()
+                v.queue.clear()  # in place: a _pump up the stack may hold it
+                v.queue.extend(keep)
 
     def queued(self, v: VersionState) -> int:
-        return sum(1 for p in v.queue if not p.done)
+        """Requests waiting: expired and cancelled ones leave the queue at once."""
+        return len(v.queue)
 
     def inflight_total(self) -> int:
         queued = sum(
