@@ -135,6 +135,8 @@ def test_expired_while_queued_is_never_computed(batched: ServerProcess) -> None:
         r = c.recv(late)
         assert r["ok"] is False and r["error"]["code"] == "DEADLINE_EXCEEDED"
         assert "not computed" in r["error"]["message"] or "handed" in r["error"]["message"]
+        # The expired request left the queue: it no longer counts against max_queue.
+        assert c.stats()["models"]["slow"]["queue_depth"] == 0
         assert c.recv(busy)["ok"] is True
         st = c.stats()["models"]["slow"]
     assert st["expired"] - st0["expired"] == 1
@@ -168,6 +170,7 @@ def test_disconnect_cancels_queued(batched: ServerProcess) -> None:
         deadline = time.monotonic() + 30
         while c.stats()["models"]["slow"]["cancelled"] <= before:
             assert time.monotonic() < deadline, "queued requests were not cancelled"
+        assert c.stats()["models"]["slow"]["queue_depth"] == 0
         assert c.infer("linear", {"x": np.zeros((1, 16), np.float32)})["y"].shape == (1, 4)
 
 
