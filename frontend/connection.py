@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from .server import Frontend
 
 
+# Frames decoded between two looks at the workers' rings (about 100-200 us of work).
+SERVICE_EVERY = 16
+
+
 class Connection(asyncio.BufferedProtocol):
     def __init__(self, frontend: Frontend, kind: str) -> None:
         self.frontend = frontend
@@ -63,10 +67,13 @@ class Connection(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        for body in self.reader.buffer_updated(nbytes):
+        service = self.frontend.dispatcher.service
+        for i, body in enumerate(self.reader.buffer_updated(nbytes), 1):
             if self.closed:
                 return
             self._handle(body)
+            if not i % SERVICE_EVERY:
+                service()  # keep the workers fed through a long burst
         exc = self.reader.error
         if exc is not None and not self.closed:
             self.reply(wire.error(None, E.RESOURCE_EXHAUSTED, f"frame length: {exc}"))

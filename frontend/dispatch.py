@@ -521,8 +521,12 @@ class Dispatcher:
                 link.set_sleeping(False)
             self.loop.call_soon(self._poll_tick)
 
-    def _poll_tick(self) -> None:
-        """One turn of the frontend's spin: poll the rings, let the loop run, again."""
+    def service(self) -> bool:
+        """Pick up completions and batches that are due; True while work is in flight.
+
+        Called on every poll tick, and between the frames of a long read: a socket
+        buffer can hold a hundred requests, a millisecond of decoding, and a worker
+        that finished meanwhile would otherwise wait that long for its next batch."""
         busy = False
         for link in self.links:
             if link.inflight:
@@ -532,6 +536,11 @@ class Dispatcher:
             now = time.perf_counter()
             for v in [v for at, v in self._due.values() if at <= now]:
                 self._pump(v)
+        return busy
+
+    def _poll_tick(self) -> None:
+        """One turn of the frontend's spin: poll the rings, let the loop run, again."""
+        busy = self.service()
         if busy and time.perf_counter() < self._spin_until:
             # Give the CPU to the worker if it shares ours: a spin must never slow the
             # computation it waits for.
