@@ -851,6 +851,7 @@ def section_d(
                         m, inputs[(m, 1)], n=max(20, args.floor_calls // 4), warmup=20, gap_us=1000
                     )
                     out["floor_idle"].append({**g, "pin": plan.mode, "round": rnd})
+                    h = child.time(m, inputs[(m, 1)], n=args.floor_calls, warmup=200, path="worker")
                     for t in ("unix", "tcp"):
                         r = LG.closed_loop(
                             targets[t],
@@ -876,6 +877,7 @@ def section_d(
                                 "echo": e,
                                 "inproc": f,
                                 "inproc_idle": g,
+                                "inproc_worker": h,
                             }
                         )
                         _progress(
@@ -1261,6 +1263,7 @@ def render(res: dict[str, Any]) -> str:
             over = [r["served"]["p50_us"] - r["inproc"]["p50_us"] for r in rs]
             echo = [r["echo"]["p50_us"] for r in rs]
             net = [o - e for o, e in zip(over, echo, strict=True)]
+            own = [r["served"]["p50_us"] - r["inproc_worker"]["p50_us"] for r in rs]
             n = B.median(net)
             rows.append(
                 [
@@ -1275,6 +1278,8 @@ def render(res: dict[str, Any]) -> str:
                     "yes" if n <= 50 else "no",
                     B.fmt(B.median(r["served"]["p50_us"] / r["inproc"]["p50_us"] for r in rs), 2),
                     B.fmt(B.median(r["inproc_idle"]["p50_us"] for r in rs)),
+                    B.fmt(B.median(r["inproc_worker"]["p50_us"] for r in rs)),
+                    B.fmt(B.median(own)),
                 ]
             )
         L += [
@@ -1294,9 +1299,17 @@ def render(res: dict[str, Any]) -> str:
                     "<= 50 us",
                     "served / inproc",
                     "inproc p50 after 1 ms idle us",
+                    "worker's call in process p50 us",
+                    "served - worker's call us",
                 ],
                 rows,
             ),
+            "",
+            "The target compares with the public signature call (`inproc`), what a user "
+            "runs in process. The worker makes the same call through the signature's flat "
+            "form, verified against the public call at load (docs/architecture.md), which "
+            "is faster; the last two columns time that call in the same child, so the "
+            "serving path's own cost is `served - worker's call`.",
             "",
         ]
     if res["cpu"]:

@@ -95,12 +95,15 @@ class FloorChild:
         warmup: int = 200,
         budget_s: float = 20,
         gap_us: float = 0.0,
+        path: str = "public",
     ) -> dict[str, Any]:
         """One repetition: `n` sequential calls (at most `budget_s` seconds) on the array in
         `npy`. Returns p50_us, p90_us, p99_us, mean_us, calls_per_s, rows_per_s, cpus.
 
         `gap_us` > 0 sleeps that long before each call (outside the clock): the call as a
-        server worker makes it after waiting for a request."""
+        server worker makes it after waiting for a request. `path="worker"` times the
+        call the way ringserve's worker makes it (its verified flat form) instead of
+        the public signature call."""
         assert self.proc.stdin is not None
         cmd = {
             "model": model,
@@ -109,6 +112,7 @@ class FloorChild:
             "warmup": warmup,
             "budget_s": budget_s,
             "gap_us": gap_us,
+            "path": path,
         }
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         self.proc.stdin.flush()
@@ -232,12 +236,26 @@ def _configure_like_worker(cpus: list[int] | None, intra: int, inter: int) -> st
     return how
 
 
+def _worker_call(signature: str, fn: Any) -> Any:
+    """`fn` called the way a ringserve worker calls it (runtime/worker/model.py: the
+    flat form once verified, else the public call), taking keyword tensors like `fn`;
+    None when ringserve's worker module is not importable."""
+    try:
+        from ringserve.runtime.worker.model import Signature
+    except ImportError:
+        return None
+    sig = Signature(signature, fn)
+    sig.try_flat_call()
+    return lambda **kw: sig(kw)
+
+
 def _child_serve(spec: dict[str, Any]) -> None:
     B.die_with_parent()
     how = _configure_like_worker(spec["cpus"], spec["intra"], spec["inter"])
     import tensorflow as tf
 
     fns: dict[str, Any] = {}
+    flats: dict[str, Any] = {}
     names: dict[str, str] = {}
     for name, path in spec["models"].items():
         fn = tf.saved_model.load(path).signatures[spec["signature"]]
@@ -246,6 +264,7 @@ def _child_serve(spec: dict[str, Any]) -> None:
             raise SystemExit(f"{name}: expected one input, the signature has {sorted(kwargs)}")
         fns[name] = fn
         names[name] = next(iter(kwargs))
+        flats[name] = _worker_call(spec["signature"], fn)
     out = sys.stdout
     out.write(
         json.dumps(
@@ -269,6 +288,11 @@ def _child_serve(spec: dict[str, Any]) -> None:
             cmd = json.loads(line)
             fn = fns[cmd["model"]]
             arg = names[cmd["model"]]
+            if cmd.get("path") == "worker":
+                # The worker's own call (its verified flat form, when it chose that).
+                fn = flats[cmd["model"]]
+                if fn is None:
+                    raise RuntimeError("ringserve's worker call is not importable here")
             x = np.load(cmd["input"])
             n, warm = int(cmd["n"]), int(cmd["warmup"])
             budget = int(float(cmd.get("budget_s", 20)) * 1e9)
