@@ -28,12 +28,18 @@ from ringserve.ipc.tensors import (
     itemsize,
     shape_matches,
 )
+from ringserve.ipc.wire import INLINE_LIMIT
 
 from .links import WorkerLink
 from .regions import Region, Regions
 from .registry import Registry, VersionState
 from .settings import FrontendSettings
 from .stats import ModelStats
+
+
+def _byte_view(a: np.ndarray[Any, Any]) -> memoryview | bytes:
+    """The bytes of a C-contiguous array without a copy (a view refuses zero dims)."""
+    return a.data.cast("B") if a.size else b""
 
 
 class Replier(Protocol):
@@ -244,8 +250,15 @@ class Dispatcher:
             p.timer = self.loop.call_later(timeout / 1000.0, self._expire, p)
         v.queue.append(p)
         due = self._due.get(id(v))
-        if due is not None and len(v.queue) < ms.max_batch_size and time.perf_counter() < due[0]:
-            return  # a batch is already timed and this request cannot fill it: no news
+        if (
+            due is not None
+            and 1 < len(v.queue) < ms.max_batch_size
+            and time.perf_counter() < due[0]
+        ):
+            # A batch is already timed and this request cannot fill it: no news. (Alone
+            # in the queue, it pumps: the requests that timed the batch may have
+            # expired or left, and the worker may be idle by now.)
+            return
         # Also the due check while a burst of requests keeps the loop from a poll tick.
         self._pump(v)
 
@@ -615,7 +628,7 @@ class Dispatcher:
         small = all(a.dtype.kind != "O" and a.nbytes <= 65536 for a in outs.values())
         if not bad and small and all(a.flags.c_contiguous for a in outs.values()):
             rows_out = [
-                (k, dtype_name(a.dtype), list(a.shape[1:]), a.strides[0], a.data.cast("B"))
+                (k, dtype_name(a.dtype), list(a.shape[1:]), a.strides[0], _byte_view(a))
                 for k, a in outs.items()
             ]
         for p, start, rows in job.parts:
@@ -667,8 +680,8 @@ class Dispatcher:
                 # A small output is packed into the reply at once, so a view of the ring
                 # saves a copy; a large one is sent by reference after the ring record
                 # is released, so it must be copied out.
-                small = a.nbytes <= 4096 and a.flags.c_contiguous
-                data = a.data.cast("B") if small else a.tobytes()
+                small = a.nbytes <= INLINE_LIMIT and a.flags.c_contiguous
+                data = _byte_view(a) if small else a.tobytes()
                 wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "data": data}
         self._reply_ok(p, version, wire, large=total > 65536)
 

@@ -45,7 +45,9 @@ def pack_parts(obj: dict[str, Any]) -> list[bytes | memoryview]:
     return [HEADER.pack(total), *parts]
 
 
-_INLINE_LIMIT = 4096
+# Bytes values up to this size are packed into the frame (copied at once); larger
+# ones are sent by reference, so they must stay valid until written.
+INLINE_LIMIT = 4096
 
 
 def _encode(obj: Any, buf: bytearray, parts: list[bytes | memoryview]) -> None:
@@ -66,7 +68,7 @@ def _encode(obj: Any, buf: bytearray, parts: list[bytes | memoryview]) -> None:
             buf += b"\xdc" + struct.pack(">H", n) if n < 65536 else b"\xdd" + struct.pack(">I", n)
         for v in obj:
             _encode(v, buf, parts)
-    elif isinstance(obj, (bytes, bytearray, memoryview)) and _nbytes(obj) > _INLINE_LIMIT:
+    elif isinstance(obj, (bytes, bytearray, memoryview)) and _nbytes(obj) > INLINE_LIMIT:
         if isinstance(obj, memoryview) and (obj.format != "B" or obj.ndim != 1):
             obj = obj.cast("B") if obj.c_contiguous else memoryview(obj.tobytes())
         n = len(obj)

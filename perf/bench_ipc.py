@@ -1278,7 +1278,8 @@ def render(res: dict[str, Any]) -> str:
                     "yes" if n <= 50 else "no",
                     B.fmt(B.median(r["served"]["p50_us"] / r["inproc"]["p50_us"] for r in rs), 2),
                     B.fmt(B.median(r["inproc_idle"]["p50_us"] for r in rs)),
-                    B.fmt(B.median(r["inproc_worker"]["p50_us"] for r in rs)),
+                    f"{B.fmt(B.median(r['inproc_worker']['p50_us'] for r in rs))} "
+                    f"({rs[0]['inproc_worker'].get('call_path', '?')})",
                     B.fmt(B.median(own)),
                 ]
             )

@@ -246,7 +246,9 @@ def _worker_call(signature: str, fn: Any) -> Any:
         return None
     sig = Signature(signature, fn)
     sig.try_flat_call()
-    return lambda **kw: sig(kw)
+    call = lambda **kw: sig(kw)  # noqa: E731
+    call.call_path = sig.call_path  # type: ignore[attr-defined]
+    return call
 
 
 def _child_serve(spec: dict[str, Any]) -> None:
@@ -323,6 +325,7 @@ def _child_serve(spec: dict[str, Any]) -> None:
             p = B.percentiles(lat[:i] / 1e3)
             reply = {
                 "model": cmd["model"],
+                "call_path": getattr(fn, "call_path", "public"),
                 "gap_us": float(cmd.get("gap_us", 0)),
                 "batch": int(x.shape[0]) if x.ndim else 1,
                 "n": i,

@@ -210,3 +210,20 @@ def test_backpressure_on_a_client_that_does_not_read(batched: ServerProcess) -> 
             assert other.infer("linear", {"x": np.zeros((1, 16), np.float32)})["y"].shape
     finally:
         s.close()
+
+
+def test_zero_row_requests_in_a_batch(batched: ServerProcess) -> None:
+    """Empty requests batched with others: each gets its own (empty or full) reply."""
+    x = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
+    with Client(batched.unix_url) as c:
+        want = c.infer("linear", {"x": x})["y"]
+        ids = [
+            c.send({"op": "infer", "model": "linear", "inputs": {"x": to_wire(a)}})
+            for a in (np.zeros((0, 16), np.float32), x, np.zeros((0, 16), np.float32))
+        ]
+        replies = [c.recv(i) for i in ids]
+    assert all(r["ok"] for r in replies), replies
+    shapes = [r["outputs"]["y"]["shape"] for r in replies]
+    assert shapes == [[0, 4], [2, 4], [0, 4]]
+    got = np.frombuffer(replies[1]["outputs"]["y"]["data"], np.float32).reshape(2, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-6)

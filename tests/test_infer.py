@@ -119,3 +119,10 @@ def test_ops(server: ServerProcess) -> None:
         assert st["models"]["linear"]["success"] >= 1
         workers = {w["model"]: w for w in st["workers"]}
         assert workers["linear"]["requests"] >= 1 and workers["linear"]["pid"] > 0
+
+
+def test_zero_rows_give_an_empty_reply(url: str) -> None:
+    """An empty batch is a valid request; its outputs are empty arrays, not an error."""
+    with Client(url) as c:
+        out = c.infer("linear", {"x": np.zeros((0, 16), np.float32)})
+    assert out["y"].shape == (0, 4) and out["y"].dtype == np.float32

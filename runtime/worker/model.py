@@ -121,14 +121,21 @@ class Signature:
         table inserts, ...) is never probed: it keeps the public call.
         """
         fn = self.fn
+        self._flat = None
         try:
             if _mutates_state(fn):
                 return False  # a probe call would change what the model computes later
             order = list(fn._arg_keywords)
             call = fn._inference_function.call_flat
+            if getattr(fn.graph, "deferred_external_captures", None):
+                return False  # captures re-evaluated on every call: cannot be frozen
             captured = list(fn.captured_inputs)
             names = sorted(fn.structured_outputs)
             if sorted(order) != sorted(self.tf_dtypes) or len(order) != len(self.tf_dtypes):
+                return False
+            # The graph's own placeholders must carry the inputs in that order.
+            placeholders = [t.name.split(":")[0] for t in fn.inputs[: len(order)]]
+            if placeholders != order:
                 return False
             if not all(isinstance(c, tf.Tensor) for c in captured):
                 return False  # distributed variables need the wrapper's handle mapping
@@ -148,13 +155,15 @@ class Signature:
         integers, so an index input stays in range)."""
         rng = np.random.default_rng(1234)
         out = self.example_inputs(batch)
-        for a in out.values():
+        for i, a in enumerate(out.values()):
+            # Each input its own offset, so two inputs of one dtype and shape never hold
+            # the same values (a swap would then go unseen).
             if a.dtype == object:
-                a.flat[:] = [b"%d" % rng.integers(0, 4) for _ in range(a.size)]
+                a.flat[:] = [b"%d-%d" % (i, rng.integers(0, 4)) for _ in range(a.size)]
             elif a.dtype.kind == "f":
-                a[...] = rng.standard_normal(a.shape)
+                a[...] = rng.standard_normal(a.shape) + i
             elif a.dtype.kind in "iu":
-                a[...] = rng.integers(0, 4, a.shape)
+                a[...] = (rng.integers(0, 4, a.shape) + i) % 8
             elif a.dtype.kind == "b":
                 a[...] = rng.integers(0, 2, a.shape).astype(bool)
         return out
@@ -219,7 +228,8 @@ class LoadedModel:
 # (a false match only keeps the public call).
 _MUTATING = re.compile(
     r"Assign|Scatter|Apply|Random|Multinomial|Insert|Import|Enqueue|Dequeue|Write|Save|"
-    r"Restore|Remove|Print|Update|Push|Accumulat|Barrier|Stack|Shuffle|Seed|Generator"
+    r"Restore|Remove|Print|Update|Push|Accumulat|Barrier|Stack|Shuffle|Seed|Generator|"
+    r"TruncatedNormal|Stateful(?!PartitionedCall)|Rng|Iterator|CountUpTo"
 )
 
 
