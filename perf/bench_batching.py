@@ -587,29 +587,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--allowed-batch-sizes", default="", help="comma list, e.g. 8,16,32 (default none)"
     )
     p.add_argument("--batch-max-queue", type=int, default=None, help="[models.batching] max_queue")
-    p.add_argument(
-        "--connections",
-        nargs="?",
-        type=int,
-        const=0,
-        default=1,
-        metavar="N",
-        help="closed loop: connections sharing the requests in flight (default 1: all "
-        "pipelined on one); bare --connections: one per request in flight",
-    )
+    B.add_connections_arg(p)
     p.add_argument("--open-connections", type=int, default=1, help="open loop (default 1)")
     p.add_argument("--poisson", action="store_true", help="open loop: Poisson arrivals")
     p.add_argument("--max-inflight", type=int, default=4096, help="open loop: generator cap (4096)")
     p.add_argument("--instances", type=int, default=1, help="workers per server (default 1)")
     p.add_argument("--intra", type=int, default=1, help="intra_op_threads (and floor child)")
     p.add_argument("--inter", type=int, default=1, help="inter_op_threads (and floor child)")
-    p.add_argument(
-        "--server-toml",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help='extra [server] line for both servers, e.g. "max_spin_us = 0" (repeatable)',
-    )
+    B.add_server_toml_arg(p)
     p.add_argument("--duration", type=float, default=3.0, help="seconds per point (default 3)")
     p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per point")
     p.add_argument("--repeat", type=int, default=3, help="rounds; medians (default 3)")

@@ -528,16 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="demo,linear", help="demo,linear (default both)")
     p.add_argument("--transports", default="unix,tcp", help="unix,tcp (default both)")
     p.add_argument("--concurrency", default="1,8,32", help="closed-loop concurrencies")
-    p.add_argument(
-        "--connections",
-        nargs="?",
-        type=int,
-        const=0,
-        default=1,
-        metavar="N",
-        help="connections sharing the requests in flight (default 1: pipelined); bare "
-        "--connections: one per request in flight",
-    )
+    B.add_connections_arg(p)
     p.add_argument("--duration", type=float, default=3.0, help="seconds per point (default 3)")
     p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per point")
     p.add_argument("--repeat", type=int, default=3, help="rounds; medians (default 3)")
@@ -560,13 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="none: unpinned; same: client, frontend, worker (and floor) on one CPU; split: "
         "worker (and floor) on a second CPU (default none)",
     )
-    p.add_argument(
-        "--server-toml",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help='extra [server] line, e.g. "max_spin_us = 0" (repeatable)',
-    )
+    B.add_server_toml_arg(p)
     p.add_argument(
         "--models-toml",
         action="append",

@@ -1393,7 +1393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor-calls", type=int, default=2000, help="(d) TF calls per round")
     p.add_argument("--intra", type=int, default=1)
     p.add_argument("--inter", type=int, default=1)
-    p.add_argument("--server-toml", action="append", default=[], metavar="LINE")
+    B.add_server_toml_arg(p)
     p.add_argument("--idle-seconds", type=float, default=10.0, help="(cpu) idle window")
     p.add_argument("--idle-settle", type=float, default=2.0, help="(cpu) wait before idle")
     p.add_argument("--load-seconds", type=float, default=5.0, help="(cpu) load window")

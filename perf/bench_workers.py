@@ -432,16 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="INTRA:INTER thread settings (default 1:1,2:1,0:0; 0 = TF's choice)",
     )
     p.add_argument("--concurrency", default="8,32", help="closed-loop concurrencies (8,32)")
-    p.add_argument(
-        "--connections",
-        nargs="?",
-        type=int,
-        const=0,
-        default=1,
-        metavar="N",
-        help="connections sharing the requests in flight (default 1: all pipelined on one); "
-        "bare --connections: one per request in flight",
-    )
+    B.add_connections_arg(p)
     p.add_argument("--transport", default="unix", choices=("unix", "tcp"), help="default unix")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per point (default 3)")
     p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per point")
@@ -449,13 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor-calls", type=int, default=2000, help="floor calls per round")
     p.add_argument("--floor-intra", type=int, default=1, help="floor child's intra-op threads")
     p.add_argument("--floor-inter", type=int, default=1, help="floor child's inter-op threads")
-    p.add_argument(
-        "--server-toml",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help='extra [server] line, e.g. "worker_inflight = 4" (repeatable)',
-    )
+    B.add_server_toml_arg(p)
     p.add_argument("--log-dir", default=None, help="keep server and child logs here")
     B.add_output_args(p)
     return p

@@ -202,6 +202,31 @@ def write_results(path: str | Path, key: str, title: str, body: str) -> Path:
     return p
 
 
+def add_connections_arg(p: argparse.ArgumentParser) -> None:
+    """Closed loop: how many connections share the requests in flight."""
+    p.add_argument(
+        "--connections",
+        nargs="?",
+        type=int,
+        const=0,
+        default=1,
+        metavar="N",
+        help="closed loop: connections sharing the requests in flight (default 1: all "
+        "pipelined on one); bare --connections: one connection per request in flight",
+    )
+
+
+def add_server_toml_arg(p: argparse.ArgumentParser) -> None:
+    """Extra [server] lines for the servers a benchmark starts."""
+    p.add_argument(
+        "--server-toml",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help='extra [server] line for the servers started, e.g. "max_spin_us = 0" (repeatable)',
+    )
+
+
 def add_output_args(p: argparse.ArgumentParser) -> None:
     """The options every benchmark shares: smoke-test counts and where results go."""
     p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")

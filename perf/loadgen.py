@@ -821,16 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concurrency", default="1,8,32", help="closed loop: comma list (default 1,8,32)"
     )
-    p.add_argument(
-        "--connections",
-        nargs="?",
-        type=int,
-        const=0,
-        default=1,
-        metavar="N",
-        help="connections sharing the requests in flight (default 1: all pipelined on one); "
-        "bare --connections: one connection per request in flight",
-    )
+    B.add_connections_arg(p)
     p.add_argument("--rate", default="", help="open loop: comma list of requests/s")
     p.add_argument("--poisson", action="store_true", help="open loop: Poisson arrivals")
     p.add_argument("--max-inflight", type=int, default=4096, help="open loop cap (default 4096)")
