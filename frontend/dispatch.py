@@ -710,13 +710,12 @@ class Dispatcher:
         p.timer = None
         if not p.running:
             where = "while queued (it was not computed)"
-        else:
-            where = "after it was handed to a worker (it is not computed if it had not started)"
-        if not p.running:
             try:  # out of the queue now, so len(queue) counts live requests only
                 p.version.queue.remove(p)
             except ValueError:
                 pass
+        else:
+            where = "after it was handed to a worker (it is not computed if it had not started)"
         self.model_stats(p.model).expired += 1
         self._fail(p, E.DEADLINE_EXCEEDED, f"field 'timeout_ms': deadline passed {where}")
 
