@@ -18,6 +18,7 @@ ring, one copy per request, and read back as numpy views of the ring: no copies.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 from collections.abc import Sequence
@@ -26,11 +27,14 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .layout import RECORD_HEADER, align
+from .layout import ALIGN, RECORD_HEADER
 from .ring import Ring, RingCorrupt
 from .tensors import CODE_DTYPES, DTYPE_CODES, NUMPY, STRING, count
 
 U32 = struct.Struct("<I")
+_packb = functools.partial(msgpack.packb, use_bin_type=True)
+_unpackb = functools.partial(msgpack.unpackb, raw=False)
+_MASK = ALIGN - 1
 Buffer = bytes | bytearray | memoryview
 
 # (name, dtype, shape, chunks): numeric chunks are buffers whose bytes are
@@ -40,17 +44,17 @@ TensorSpec = tuple[str, str, Sequence[int], Sequence[Any]]
 
 def _first_block(mlen: int) -> int:
     """Payload offset of the first tensor block: 64-byte aligned in the ring."""
-    return align(RECORD_HEADER + 4 + mlen) - RECORD_HEADER
+    return ((RECORD_HEADER + 4 + mlen + _MASK) & ~_MASK) - RECORD_HEADER
+
+
+def _chunk_nbytes(c: Any) -> int:
+    return len(c) if isinstance(c, (bytes, bytearray)) else c.nbytes  # type: ignore[no-any-return]
 
 
 def _block_size(dtype: str, chunks: Sequence[Any]) -> int:
     if dtype == STRING:
-        return 8 * (len(chunks) + 1) + sum(len(x) for x in chunks)
-    return sum(_nbytes(c) for c in chunks)
-
-
-def _nbytes(c: Any) -> int:
-    return c.nbytes if hasattr(c, "nbytes") else len(c)
+        return 8 * (len(chunks) + 1) + sum(map(len, chunks))
+    return sum(map(_chunk_nbytes, chunks))
 
 
 def payload_size(head: list[Any], tensors: Sequence[TensorSpec]) -> tuple[bytes, int, list[int]]:
@@ -58,12 +62,18 @@ def payload_size(head: list[Any], tensors: Sequence[TensorSpec]) -> tuple[bytes,
     table = []
     off = 0
     sizes = []
+    codes = DTYPE_CODES
     for name, dtype, shape, chunks in tensors:
-        n = _block_size(dtype, chunks)
+        if dtype == STRING:
+            n = 8 * (len(chunks) + 1) + sum(map(len, chunks))
+        elif len(chunks) == 1:
+            n = _chunk_nbytes(chunks[0])
+        else:
+            n = sum(map(_chunk_nbytes, chunks))
         sizes.append(n)
-        table.append([name, DTYPE_CODES[dtype], list(shape), off, n])
-        off = align(off + n)
-    meta = msgpack.packb([*head, table], use_bin_type=True)
+        table.append([name, codes[dtype], list(shape), off, n])
+        off = (off + n + _MASK) & ~_MASK
+    meta = _packb([*head, table])
     return meta, _first_block(len(meta)) + off, sizes
 
 
@@ -76,33 +86,35 @@ def write(ring: Ring, kind: int, head: list[Any], tensors: Sequence[TensorSpec])
     view = ring.try_reserve(total)
     if view is None:
         return None
-    U32.pack_into(view, 0, len(meta))
     mlen = len(meta)
+    U32.pack_into(view, 0, mlen)
     view[4 : 4 + mlen] = meta
-    base = _first_block(mlen)
-    off = 0
+    pos = _first_block(mlen)
     for (_, dtype, _, chunks), size in zip(tensors, sizes, strict=True):
-        pos = base + off
         if dtype == STRING:
             _write_strings(view, pos, chunks)
         else:
             p = pos
             for c in chunks:
-                b = c if isinstance(c, (bytes, bytearray)) else _bytes_view(c)
-                n = len(b)
+                n = _chunk_nbytes(c)
                 if n:
-                    view[p : p + n] = b
+                    view[p : p + n] = _bytes_view(c)
                     p += n
-        off = align(off + size)
+        pos += (size + _MASK) & ~_MASK
     view.release()
     return ring.commit(kind)
 
 
-def _bytes_view(c: Any) -> memoryview:
+def _bytes_view(c: Any) -> Any:
     """A flat byte view of a buffer of any shape (an empty (3, 0) array included)."""
+    if isinstance(c, (bytes, bytearray)):
+        return c
     if isinstance(c, np.ndarray):
+        if c.flags.c_contiguous and c.size:
+            return c.data.cast("B")
         return np.ascontiguousarray(c).reshape(-1).view(np.uint8).data
-    return memoryview(c).cast("B") if memoryview(c).nbytes else memoryview(b"")
+    m = memoryview(c)
+    return m.cast("B") if m.nbytes else memoryview(b"")
 
 
 def _write_strings(view: memoryview, pos: int, items: Sequence[bytes]) -> None:
@@ -128,39 +140,40 @@ def read(payload: memoryview) -> tuple[list[Any], dict[str, np.ndarray[Any, Any]
     if 4 + mlen > size:
         raise RingCorrupt(f"record meta of {mlen} bytes overruns a {size}-byte payload")
     try:
-        meta = msgpack.unpackb(payload[4 : 4 + mlen], raw=False)
+        meta = _unpackb(payload[4 : 4 + mlen])
         *head, table = meta
     except Exception as exc:
         raise RingCorrupt(f"record meta is not valid: {exc}") from None
+    if type(table) is not list:
+        raise RingCorrupt("record tensor table is not a list")
     base = _first_block(mlen)
     out: dict[str, np.ndarray[Any, Any]] = {}
-    if not isinstance(table, list):
-        raise RingCorrupt("record tensor table is not a list")
     for entry in table:
-        try:
-            name, code, shape, off, nbytes = entry
-            ok = (
-                isinstance(name, str)
-                and isinstance(shape, list)
-                and all(isinstance(d, int) and d >= 0 for d in shape)
-                and isinstance(off, int)
-                and isinstance(nbytes, int)
-            )
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
+        # Exact type checks: msgpack yields exactly these, and bool is not a size.
+        if type(entry) is not list or len(entry) != 5:
             raise RingCorrupt(f"record tensor entry {entry!r} is malformed")
-        dtype = CODE_DTYPES.get(code) if isinstance(code, int) else None
+        name, code, shape, off, nbytes = entry
+        if (
+            type(name) is not str
+            or type(shape) is not list
+            or type(off) is not int
+            or type(nbytes) is not int
+            or type(code) is not int
+            or not all(type(d) is int and d >= 0 for d in shape)
+        ):
+            raise RingCorrupt(f"record tensor entry {entry!r} is malformed")
+        dtype = CODE_DTYPES.get(code)
         if dtype is None or off < 0 or nbytes < 0 or base + off + nbytes > size:
             raise RingCorrupt(f"record tensor {name!r}: bad dtype or extent")
-        n = count(shape)
+        n = shape[0] if len(shape) == 1 else count(shape)
         if dtype == STRING:
             out[name] = _read_strings(payload, base + off, nbytes, n).reshape(shape)
-        else:
-            dt = NUMPY[dtype]
-            if n * dt.itemsize != nbytes:
-                raise RingCorrupt(f"record tensor {name!r}: {nbytes} bytes for shape {shape}")
-            out[name] = np.frombuffer(payload, dtype=dt, count=n, offset=base + off).reshape(shape)
+            continue
+        dt = NUMPY[dtype]
+        if n * dt.itemsize != nbytes:
+            raise RingCorrupt(f"record tensor {name!r}: {nbytes} bytes for shape {shape}")
+        a = np.frombuffer(payload, dtype=dt, count=n, offset=base + off)
+        out[name] = a if len(shape) == 1 else a.reshape(shape)
     return head, out
 
 

@@ -13,6 +13,14 @@ from dataclasses import dataclass
 
 from . import layout as L
 
+# Module constants: attribute lookups on `L` cost more than the arithmetic they feed.
+_HDR = L.RECORD_HEADER
+_MASK = L.ALIGN - 1
+_PACK = L.RECORD.pack_into
+_UNPACK = L.RECORD.unpack_from
+_COMMIT = L.commit_word
+_W_HEAD, _W_HEAD_SEQ, _W_TAIL, _W_TAIL_SEQ = L.W_HEAD, L.W_HEAD_SEQ, L.W_TAIL, L.W_TAIL_SEQ
+
 
 class RingError(Exception):
     pass
@@ -44,7 +52,12 @@ class Ring:
     """
 
     def __init__(
-        self, buf: memoryview | bytearray | mmap.mmap, *, create: bool = False, capacity: int = 0
+        self,
+        buf: memoryview | bytearray | mmap.mmap,
+        *,
+        create: bool = False,
+        capacity: int = 0,
+        rewind_min: int = L.REWIND_MIN,
     ):
         mv = memoryview(buf).cast("B")
         if create:
@@ -72,32 +85,36 @@ class Ring:
         self._head_seq = w[L.W_HEAD_SEQ]
         self._tail = w[L.W_TAIL]
         self._tail_seq = w[L.W_TAIL_SEQ]
+        self.rewind_min = rewind_min
         self._pending = (0, 0, 0)  # producer: (pos, length, size) of a reservation
         self._peeked = 0  # consumer: size of the record returned by peek
 
     # ---- producer -------------------------------------------------------------------
     def try_reserve(self, length: int) -> memoryview | None:
         """A writable view for a payload of `length` bytes, or None if the ring is full."""
-        size = L.record_size(length)
+        size = (_HDR + length + _MASK) & ~_MASK
         cap = self.capacity
         if size > cap:
             raise RecordTooLarge(length, self.max_payload)
         head = self._head
-        free = cap - (head - self._words[L.W_TAIL])
+        tail = self._words[_W_TAIL]
+        free = cap - (head - tail)
         pos = head % cap
         room = cap - pos
-        if size > room:
-            # Never split a record: pad to the end and start again at 0.
+        if size > room or (head == tail and self.rewind_min <= size and 2 * size <= pos):
+            # Never split a record: pad to the end and start again at 0. An empty ring
+            # also starts a large record again at 0, in memory still in cache (a lap-old
+            # region copies at half the speed), when the room before the pad holds two
+            # such records: the next one must not wait for the consumer to pass it.
             if free < room:
                 return None
-            self._publish(pos, L.KIND_PAD, room - L.RECORD_HEADER, room)
-            head = self._head
+            self._publish(pos, L.KIND_PAD, room - _HDR, room)
             free -= room
             pos = 0
         if free < size:
             return None
         self._pending = (pos, length, size)
-        start = pos + L.RECORD_HEADER
+        start = pos + _HDR
         return self._data[start : start + length]
 
     def commit(self, kind: int, length: int | None = None) -> int:
@@ -116,37 +133,38 @@ class Ring:
 
     def _publish(self, pos: int, kind: int, length: int, size: int) -> int:
         seq = self._head_seq + 1
-        L.RECORD.pack_into(self._data, pos, seq, kind, L.commit_word(seq, kind, length), length, 0)
-        self._head += size
+        _PACK(self._data, pos, seq, kind, _COMMIT(seq, kind, length), length, 0)
+        head = self._head + size
+        self._head = head
         self._head_seq = seq
         w = self._words
-        w[L.W_HEAD_SEQ] = seq
-        w[L.W_HEAD] = self._head  # the publishing store: last
+        w[_W_HEAD_SEQ] = seq
+        w[_W_HEAD] = head  # the publishing store: last
         return seq
 
     def free_bytes(self) -> int:
-        return self.capacity - (self._head - self._words[L.W_TAIL])
+        return self.capacity - (self._head - self._words[_W_TAIL])
 
     # ---- consumer -------------------------------------------------------------------
     def readable(self) -> bool:
-        return self._words[L.W_HEAD] != self._tail
+        return self._words[_W_HEAD] != self._tail
 
     def peek(self) -> Record | None:
         """The oldest unreleased record, validated, or None when the ring is empty."""
         w = self._words
         cap = self.capacity
         while True:
-            head = w[L.W_HEAD]
+            head = w[_W_HEAD]
             tail = self._tail
             if head == tail:
                 return None
             avail = head - tail
-            if avail > cap or avail % L.ALIGN:
+            if avail > cap or avail & _MASK:
                 raise RingCorrupt(f"ring: head {head} and tail {tail} are inconsistent")
             pos = tail % cap
-            seq, kind, commit, length, _ = L.RECORD.unpack_from(self._data, pos)
-            size = L.record_size(length)
-            if seq != self._tail_seq + 1 or commit != L.commit_word(seq, kind, length):
+            seq, kind, commit, length, _ = _UNPACK(self._data, pos)
+            size = (_HDR + length + _MASK) & ~_MASK
+            if seq != self._tail_seq + 1 or commit != _COMMIT(seq, kind, length):
                 raise RingCorrupt(
                     f"ring: record at {pos} has seq {seq} (expected {self._tail_seq + 1}) "
                     "or a bad commit word"
@@ -157,7 +175,7 @@ class Ring:
                 self._advance(seq, size)
                 continue
             self._peeked = size
-            start = pos + L.RECORD_HEADER
+            start = pos + _HDR
             return Record(kind, seq, self._data[start : start + length])
 
     def release(self) -> None:
@@ -169,11 +187,12 @@ class Ring:
         self._advance(self._tail_seq + 1, size)
 
     def _advance(self, seq: int, size: int) -> None:
-        self._tail += size
+        tail = self._tail + size
+        self._tail = tail
         self._tail_seq = seq
         w = self._words
-        w[L.W_TAIL_SEQ] = seq
-        w[L.W_TAIL] = self._tail
+        w[_W_TAIL_SEQ] = seq
+        w[_W_TAIL] = tail
 
     # ---- shared words ---------------------------------------------------------------
     @property

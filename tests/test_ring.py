@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,9 +39,9 @@ def content(seq: int, length: int) -> bytes:
     return POOL[off : off + length]
 
 
-def make(cap: int) -> tuple[mmap.mmap, Ring, Ring]:
+def make(cap: int, rewind_min: int = L.REWIND_MIN) -> tuple[mmap.mmap, Ring, Ring]:
     m = mmap.mmap(-1, L.segment_size(cap))
-    prod = Ring(m, create=True, capacity=cap)
+    prod = Ring(m, create=True, capacity=cap, rewind_min=rewind_min)
     cons = Ring(m)
     return m, prod, cons
 
@@ -121,8 +122,9 @@ class Model:
     be published at once, or the consumer could never pass it and free the room.
     """
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, rewind_min: int) -> None:
         self.cap = cap
+        self.rewind_min = rewind_min
         self.head = 0  # bytes written by the producer
         self.seq = 0
         self.vis_head = 0  # bytes published
@@ -137,13 +139,17 @@ class Model:
     def reserve(self, length: int) -> tuple[bool, bool]:
         """(fits, padded) for a reservation of `length`: a record never straddles the end
         of the data area; if it does not fit before the end, the rest of the lap is
-        padding (when there is room for the padding) and the record goes at 0."""
+        padding (when there is room for the padding) and the record goes at 0. So does a
+        record of at least `rewind_min` bytes written into an empty ring, when the
+        bytes before its position hold it twice."""
         size = L.record_size(length)
         if size > self.cap:
             raise RecordTooLarge(length, self.cap - L.RECORD_HEADER)
         until_end = self.cap - self.head % self.cap
+        empty = self.head == self.tail
         padded = False
-        if size > until_end:
+        pos = self.cap - until_end
+        if size > until_end or (empty and self.rewind_min <= size and 2 * size <= pos):
             if self.free() < until_end:
                 return False, False
             self.write(L.KIND_PAD, b"", until_end)
@@ -217,10 +223,13 @@ lengths = st.one_of(
 
 
 class RingMachine(RuleBasedStateMachine):
-    @initialize(cap=st.one_of(st.integers(1, 40), st.integers(41, 256)).map(lambda k: 64 * k))
-    def setup(self, cap: int) -> None:
-        self.m, self.prod, self.cons = make(cap)
-        self.model = Model(cap)
+    @initialize(
+        cap=st.one_of(st.integers(1, 40), st.integers(41, 256)).map(lambda k: 64 * k),
+        rewind_min=st.sampled_from([L.REWIND_MIN, 64, 128, 1024]),
+    )
+    def setup(self, cap: int, rewind_min: int) -> None:
+        self.m, self.prod, self.cons = make(cap, rewind_min)
+        self.model = Model(cap, rewind_min)
         self.peeked: MRec | None = None
 
     def teardown(self) -> None:
@@ -281,7 +290,7 @@ class RingMachine(RuleBasedStateMachine):
             # A fresh producer attaches to the same segment and carries on from what
             # was published.
             self.prod.close()
-            self.prod = Ring(self.m)
+            self.prod = Ring(self.m, rewind_min=self.model.rewind_min)
             self.model.drop_unpublished()
             with pytest.raises(RingError):
                 self.prod.commit(L.KIND_TEST)
@@ -337,6 +346,49 @@ TestRingMachine = RingMachine.TestCase
 # ---- wrap-around, sizes, full ring ---------------------------------------------------
 
 
+def test_large_record_into_an_empty_ring_starts_again_at_zero() -> None:
+    """Large records reuse the memory the last ones used (still in cache) when the ring
+    is empty and what lies before their position holds two of them (so the next one
+    still fits before the consumer passes the pad); small ones, or any record while
+    others are in the ring, go on in order."""
+    big = L.REWIND_MIN  # payload; with its header the record is above the threshold
+    size = L.record_size(big)
+    cap = 6 * size
+    m, prod, cons = make(cap)
+    data = np.frombuffer(m, dtype=np.uint8, offset=L.DATA_OFFSET).ctypes.data
+
+    def put_at(n: int, i: int) -> int:
+        payload = content(i, n)
+        view = prod.try_reserve(n)
+        assert view is not None
+        pos = np.frombuffer(view, dtype=np.uint8).ctypes.data - data
+        view[:] = payload
+        view.release()
+        prod.commit(L.KIND_TEST)
+        return pos - L.RECORD_HEADER
+
+    def take(i: int, n: int) -> None:
+        got = get(cons)
+        assert got is not None and got[2] == content(i, n)
+
+    assert put_at(big, 0) == 0
+    take(0, big)
+    assert put_at(big, 1) == size  # empty, but only one record's room before it
+    take(1, big)
+    assert put_at(big, 2) == 0  # empty, two records' room before it: at 0, behind a pad
+    assert put_at(big, 3) == size  # one in the ring: next in order, fits before the pad
+    take(2, big)
+    take(3, big)
+    assert put_at(100, 4) == 2 * size  # small: in order
+    take(4, 100)
+    assert put_at(big, 5) == 0  # empty at 2 * size + 128: rewind again
+    take(5, big)
+    assert prod.free_bytes() == cap
+    prod.close()
+    cons.close()
+    m.close()
+
+
 @pytest.mark.parametrize("cap", [64, 128, 192, 320, 1024, 4096 + 64, 65536])
 def test_wrap_around_many_laps(cap: int) -> None:
     """Records of cycling sizes through several laps, the consumer lagging a few behind."""
@@ -375,13 +427,14 @@ def test_wrap_around_many_laps(cap: int) -> None:
 
 @given(
     cap=st.integers(1, 64).map(lambda k: 64 * k),
+    rewind_min=st.sampled_from([L.REWIND_MIN, 64, 256]),
     ops=st.lists(st.tuples(st.booleans(), st.integers(0, 4096)), max_size=200),
 )
 @settings(max_examples=150, deadline=None)
-def test_random_put_get_sequences(cap: int, ops: list[tuple[bool, int]]) -> None:
+def test_random_put_get_sequences(cap: int, rewind_min: int, ops: list[tuple[bool, int]]) -> None:
     """@given flavour of the model test: (put n | get) lists at many capacities."""
-    m, prod, cons = make(cap)
-    model = Model(cap)
+    m, prod, cons = make(cap, rewind_min)
+    model = Model(cap, rewind_min)
     for is_put, n in ops:
         if is_put:
             n %= model.cap  # up to max_payload + 31: some are too large
