@@ -3,14 +3,16 @@ server's own overhead and its CPU use, in one run.
 
 Sections (all by default; choose with --only a,b,c,d,cpu):
   a  raw floors between two processes: posix_ipc semaphore, eventfd and shared-memory
-     flag ping-pong (busy spin, and spin + sched_yield); memcpy bandwidth in a process
+     flag ping-pong (busy spin, and spin + sched_yield); the least a Python ring can do
+     for a 64 B record (BareRing: the floor for any pure-Python ring); memcpy bandwidth in a process
      (numpy copy into an existing buffer, heap and shared memory) at 64 KiB, 1 MiB,
      16 MiB.
   b  ring round trip between two processes with ringserve's Ring + records (or raw
      reserve/commit/peek/release, --ring-api raw) and its wake-up scheme (eventfd signal
      + wake.Waiter adaptive spin): the producer writes a record, the consumer reads it
-     and echoes a record of the same size on a second ring; 64 B, 64 KiB, 1 MiB, 16 MiB;
-     bandwidth at 16 MiB as a fraction of memcpy.
+     and echoes a record of the same size on a second ring; 64 B, 64 KiB, 1 MiB, 16 MiB,
+     and 64 B through the ring alone (no record layer); bandwidth at 16 MiB as a
+     fraction of memcpy, small records as a multiple of the fastest wake-up of (a).
   c  a plain uvloop length-prefixed msgpack echo server (separate process): round trip
      over Unix and TCP at 64 B and 3 KiB, concurrency 1, driven by perf/loadgen.py.
   d  end to end (perf/bench_e2e.py's pieces): served p50 at concurrency 1 minus the
@@ -34,6 +36,7 @@ import json
 import mmap
 import os
 import select
+import struct
 import subprocess
 import sys
 import tempfile
@@ -58,6 +61,10 @@ STREAM_SIZE = 16 * MiB
 COPY_SIZES = (64 * KiB, MiB, 16 * MiB)
 ECHO_SIZES = (64, 3 * KiB)
 ECHO_FOR_MODEL = {"linear": 64, "demo": 3 * KiB}  # request sizes ~ 144 B and 3.2 KiB
+BARE_HDR = struct.Struct("<QQQQ")  # seq, length, commit, reserved
+BARE_SLOT = 128  # one 64 B record with its header, 64-aligned
+BARE_CAP = 16 * KiB
+BARE_WORDS = ((24, 32), (40, 48))  # (head, tail) word of ring 0 and ring 1, own cache lines
 
 
 # ---- shared memory ---------------------------------------------------------------------
@@ -180,6 +187,7 @@ def child_main(role: str, spec: dict[str, Any]) -> None:
         "sem": _child_sem,
         "efd": _child_efd,
         "spin": _child_spin,
+        "bare": _child_bare,
         "ring": _child_ring,
         "sink": _child_sink,
     }
@@ -258,6 +266,70 @@ def _child_spin(spec: dict[str, Any]) -> None:
         w[W_PONG] = i
         if i & 63 == 0:
             sample()
+
+
+class BareRing:
+    """The least a Python ring can do per 64 B record, as a floor for the real one.
+
+    Producer: check room against the tail, copy the payload, pack a header with a
+    commit word, store head. Consumer: spin on head, unpack and check the header, copy
+    the payload out, store tail. Fixed-size slots (no wrap logic, no variable sizes)
+    and a busy spin (no sleeping, no yield) make it a lower bound, not a usable ring.
+    """
+
+    def __init__(self, m: mmap.mmap, which: int) -> None:
+        self.w = memoryview(m).cast("Q")
+        self.d = memoryview(m)[4096 * (1 + which) : 4096 * (1 + which) + BARE_CAP]
+        self.hi, self.ti = BARE_WORDS[which]
+
+    def put(self, seq: int, payload: Any) -> None:
+        w = self.w
+        while seq - w[self.ti] > BARE_CAP // BARE_SLOT:
+            pass
+        pos = seq * BARE_SLOT % BARE_CAP
+        n = len(payload)
+        self.d[pos + 32 : pos + 32 + n] = payload
+        BARE_HDR.pack_into(self.d, pos, seq, n, (seq * 0x9E3779B1 ^ n) & 0xFFFFFFFF, 0)
+        w[self.hi] = seq
+
+    def get(self, seq: int, out: memoryview) -> bool:
+        """Copy record `seq` into `out`; False if the peer stopped instead."""
+        w = self.w
+        while (v := w[self.hi]) != seq:
+            if v == STOP:
+                return False
+        pos = seq * BARE_SLOT % BARE_CAP
+        s, n, c, _ = BARE_HDR.unpack_from(self.d, pos)
+        if s != seq or c != (seq * 0x9E3779B1 ^ n) & 0xFFFFFFFF:
+            raise RuntimeError(f"bare ring: bad header at {pos}")
+        out[:n] = self.d[pos + 32 : pos + 32 + n]
+        w[self.ti] = seq
+        return True
+
+    def close(self) -> None:
+        self.d.release()
+        self.w.release()
+
+
+def _bare_segment() -> tuple[int, mmap.mmap]:
+    return memfd_segment(4096 * 3 + BARE_CAP, "rsperf-bare")
+
+
+def _child_bare(spec: dict[str, Any]) -> None:
+    m = map_fd(spec["ctl"], 4096 * 3 + BARE_CAP)
+    req, resp = BareRing(m, 0), BareRing(m, 1)
+    buf = memoryview(bytearray(64))
+    seen, sample = _cpu_sampler()
+    _say({"t": "ready"})
+    i = 0
+    while req.get(i + 1, buf):
+        i += 1
+        resp.put(i, buf)
+        if i & 63 == 0:
+            sample()
+    req.close()
+    resp.close()
+    _say({"n": i, "cpus": seen})
 
 
 def _child_ring(spec: dict[str, Any]) -> None:
@@ -418,8 +490,10 @@ def _pingpong(
 
 def raw_floor(kind: str, plan: B.PinPlan, n: int, budget_s: float) -> dict[str, Any]:
     """Round trip of one wake-up mechanism between this process and a child."""
-    ctl_fd, ctl = memfd_segment(4096, "rsperf-ctl")
+    bare = kind == BARE_KIND
+    ctl_fd, ctl = _bare_segment() if bare else memfd_segment(4096, "rsperf-ctl")
     w = memoryview(ctl).cast("Q")
+    rings: list[BareRing] = []
     B.set_affinity(plan.client)
     spec: dict[str, Any] = {"ctl": ctl_fd, "cpus": sorted(plan.worker) if plan.worker else None}
     seen, sample = _cpu_sampler()
@@ -453,6 +527,19 @@ def raw_floor(kind: str, plan: B.PinPlan, n: int, budget_s: float) -> dict[str, 
                 wr(ea, 1)
                 rd(eb)
 
+        elif bare:
+            child = Child("bare", spec, fds)
+            rings = [BareRing(ctl, 0), BareRing(ctl, 1)]
+            req, resp = rings
+            src = memoryview(bytes(range(64)))
+            dst = memoryview(bytearray(64))
+            seqs = iter(range(1, 1 << 62))
+
+            def step() -> None:
+                i = next(seqs)
+                req.put(i, src)
+                resp.get(i, dst)
+
         else:
             spec["yield"] = kind.endswith("sched_yield")
             child = Child("spin", spec, fds)
@@ -479,10 +566,14 @@ def raw_floor(kind: str, plan: B.PinPlan, n: int, budget_s: float) -> dict[str, 
                     sems[0].release()
                 else:
                     os.eventfd_write(efds[0], 1)
+            elif bare:
+                w[BARE_WORDS[0][0]] = STOP
             else:
                 w[W_PING] = STOP
             info = child.finish()
     finally:
+        for r in rings:
+            r.close()
         for s in sems:
             s.close()
         for fd in efds:
@@ -502,12 +593,15 @@ def raw_floor(kind: str, plan: B.PinPlan, n: int, budget_s: float) -> dict[str, 
     }
 
 
+BARE_KIND = "least Python ring, 64 B (BareRing: busy spin)"
 RAW_KINDS = (
     "posix_ipc semaphore",
     "eventfd",
     "spin + sched_yield on a shared-memory flag",
     "busy spin on a shared-memory flag",
+    BARE_KIND,
 )
+BUSY_KINDS = ("busy spin on a shared-memory flag", BARE_KIND)  # skipped on one CPU
 
 
 def memcpy_bw(size: int, into_shm: bool, seconds: float) -> float:
@@ -967,7 +1061,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for rnd in range(args.repeat):
                     if "a" in args.only:
                         for kind in RAW_KINDS:
-                            if kind.startswith("busy") and pin == "same" and not args.spin_same:
+                            if kind in BUSY_KINDS and pin == "same" and not args.spin_same:
                                 continue  # both sides spin on one CPU: a time slice per trip
                             r = raw_floor(kind, plan, args.raw_n, args.budget)
                             r["round"] = rnd
@@ -988,6 +1082,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             r["round"] = rnd
                             out["ring"].append(r)
                             _progress(f"b {pin} r{rnd} ring {size} B: p50 {r['p50_us']:.1f} us")
+                        if args.ring_api != "raw":
+                            # The ring alone, without the record layer, in the same round.
+                            r = ring_rtt(
+                                64,
+                                plan,
+                                args.ring_n,
+                                args.budget,
+                                args.ring_bytes,
+                                "raw",
+                                args.max_spin_us,
+                            )
+                            r["round"] = rnd
+                            out["ring"].append(r)
                         st = ring_stream(
                             STREAM_SIZE, plan, args.stream_n, args.ring_bytes, args.max_spin_us
                         )
@@ -1035,6 +1142,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def tf_ref(res: dict[str, Any], pin: str, model: str = "demo") -> float:
     return B.median(f["p50_us"] for f in res["floor"] if f["pin"] == pin and f["model"] == model)
+
+
+def spin_floor(res: dict[str, Any], pin: str) -> float:
+    """The fastest wake-up round trip of (a) at `pin`: a shared-flag spin on two CPUs;
+    on one CPU, where a spinning peer holds the CPU, whatever was fastest there."""
+    meds = [
+        B.median(r["p50_us"] for r in rs)
+        for (kind, p), rs in _group(res["raw"], "mechanism", "pin").items()
+        if p == pin and kind != BARE_KIND
+    ]
+    return min(meds) if meds else float("nan")
 
 
 def _merge_cpus(rows: list[dict[str, Any]], key: str) -> str:
@@ -1097,6 +1215,7 @@ def render(res: dict[str, Any]) -> str:
                     kind,
                     pin,
                     B.fmt(med["p50_us"], 2),
+                    B.fmt(med["p50_us"] / spin_floor(res, pin), 1),
                     B.fmt(med["p90_us"], 2),
                     B.fmt(med["p99_us"], 2),
                     _merge_cpus(rs, "cpus_parent"),
@@ -1105,13 +1224,15 @@ def render(res: dict[str, Any]) -> str:
                 ]
             )
         L += [
-            "(a) Waking another process, round trip:",
+            "(a) Waking another process, round trip (x floor = p50 / the fastest of these "
+            "at the same placement, the least Python ring aside):",
             "",
             B.md_table(
                 [
                     "mechanism",
                     "pin",
                     "p50 us",
+                    "x floor",
                     "p90 us",
                     "p99 us",
                     "cpus parent",
@@ -1141,14 +1262,15 @@ def render(res: dict[str, Any]) -> str:
             else float("nan")
         )
         rows = []
-        for (size, pin), rs in _group(res["ring"], "size", "pin").items():
+        for (size, api, pin), rs in _group(res["ring"], "size", "api", "pin").items():
             med = B.median_dicts(rs)
             frac = med["gbs_payload"] / copy16 if size == 16 * MiB else float("nan")
             rows.append(
                 [
-                    _size(size),
+                    _size(size) + (" (ring only)" if api != a["ring_api"] else ""),
                     pin,
                     B.fmt(med["p50_us"], 1),
+                    B.fmt(med["p50_us"] / spin_floor(res, pin), 1) if size <= 64 else "-",
                     B.fmt(med["p90_us"], 1),
                     B.fmt(med["p99_us"], 1),
                     B.fmt(med["gbs_payload"], 2),
@@ -1166,13 +1288,17 @@ def render(res: dict[str, Any]) -> str:
             f"(b) Ring round trip ({a['ring_api']} API, {_size(a['ring_bytes'])} rings, "
             f"{res.get('wake_scheme', '?')}, max_spin_us {a['max_spin_us']}); "
             "GB/s = 2 x size / p50; "
-            "16 MiB fraction vs memcpy heap->heap at 16 MiB (3 copies per trip: ideal 0.67):",
+            "16 MiB fraction vs memcpy heap->heap at 16 MiB (3 copies per trip: ideal 0.67); "
+            "x floor = p50 / the fastest wake-up round trip of (a) at the same placement "
+            "(a shared-flag spin, except on one CPU); (ring only) = the ring without "
+            "the record layer (msgpack head, tensor table):",
             "",
             B.md_table(
                 [
                     "size",
                     "pin",
                     "p50 us",
+                    "x floor",
                     "p90 us",
                     "p99 us",
                     "GB/s",
