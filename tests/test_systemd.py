@@ -61,10 +61,12 @@ class NotifyListener:
                 data = self.sock.recv(4096)
             except TimeoutError:
                 continue
+            t = time.monotonic()
             lines = data.decode().split("\n")
-            self.messages.append((time.monotonic(), lines))
+            # The callback first: whoever waits for this message then sees its effects.
             if self.on_message is not None:
                 self.on_message(lines)
+            self.messages.append((t, lines))
 
     def having(self, line: str, after: float = 0.0) -> list[tuple[float, list[str]]]:
         return [(t, m) for t, m in list(self.messages) if line in m and t >= after]
