@@ -51,12 +51,6 @@ def _chunk_nbytes(c: Any) -> int:
     return len(c) if isinstance(c, (bytes, bytearray)) else c.nbytes  # type: ignore[no-any-return]
 
 
-def _block_size(dtype: str, chunks: Sequence[Any]) -> int:
-    if dtype == STRING:
-        return 8 * (len(chunks) + 1) + sum(map(len, chunks))
-    return sum(map(_chunk_nbytes, chunks))
-
-
 def payload_size(head: list[Any], tensors: Sequence[TensorSpec]) -> tuple[bytes, int, list[int]]:
     """(meta bytes, total payload size, block sizes) for `write`."""
     table = []
@@ -167,13 +161,18 @@ def read(payload: memoryview) -> tuple[list[Any], dict[str, np.ndarray[Any, Any]
             raise RingCorrupt(f"record tensor {name!r}: bad dtype or extent")
         n = shape[0] if len(shape) == 1 else count(shape)
         if dtype == STRING:
-            out[name] = _read_strings(payload, base + off, nbytes, n).reshape(shape)
-            continue
-        dt = NUMPY[dtype]
-        if n * dt.itemsize != nbytes:
-            raise RingCorrupt(f"record tensor {name!r}: {nbytes} bytes for shape {shape}")
-        a = np.frombuffer(payload, dtype=dt, count=n, offset=base + off)
-        out[name] = a if len(shape) == 1 else a.reshape(shape)
+            a = _read_strings(payload, base + off, nbytes, n)
+        else:
+            dt = NUMPY[dtype]
+            if n * dt.itemsize != nbytes:
+                raise RingCorrupt(f"record tensor {name!r}: {nbytes} bytes for shape {shape}")
+            a = np.frombuffer(payload, dtype=dt, count=n, offset=base + off)
+        if len(shape) != 1:
+            try:
+                a = a.reshape(shape)
+            except ValueError:  # a zero-size shape numpy cannot hold: too many dims, or huge
+                raise RingCorrupt(f"record tensor {name!r}: shape {shape} is not valid") from None
+        out[name] = a
     return head, out
 
 

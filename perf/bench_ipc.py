@@ -64,6 +64,7 @@ ECHO_FOR_MODEL = {"linear": 64, "demo": 3 * KiB}  # request sizes ~ 144 B and 3.
 BARE_HDR = struct.Struct("<QQQQ")  # seq, length, commit, reserved
 BARE_SLOT = 128  # one 64 B record with its header, 64-aligned
 BARE_CAP = 16 * KiB
+BARE_SEGMENT = 4096 + 2 * BARE_CAP  # a page of words, then the two data areas
 BARE_WORDS = ((24, 32), (40, 48))  # (head, tail) word of ring 0 and ring 1, own cache lines
 
 
@@ -279,7 +280,8 @@ class BareRing:
 
     def __init__(self, m: mmap.mmap, which: int) -> None:
         self.w = memoryview(m).cast("Q")
-        self.d = memoryview(m)[4096 * (1 + which) : 4096 * (1 + which) + BARE_CAP]
+        start = 4096 + which * BARE_CAP
+        self.d = memoryview(m)[start : start + BARE_CAP]
         self.hi, self.ti = BARE_WORDS[which]
 
     def put(self, seq: int, payload: Any) -> None:
@@ -312,11 +314,11 @@ class BareRing:
 
 
 def _bare_segment() -> tuple[int, mmap.mmap]:
-    return memfd_segment(4096 * 3 + BARE_CAP, "rsperf-bare")
+    return memfd_segment(BARE_SEGMENT, "rsperf-bare")
 
 
 def _child_bare(spec: dict[str, Any]) -> None:
-    m = map_fd(spec["ctl"], 4096 * 3 + BARE_CAP)
+    m = map_fd(spec["ctl"], BARE_SEGMENT)
     req, resp = BareRing(m, 0), BareRing(m, 1)
     buf = memoryview(bytearray(64))
     seen, sample = _cpu_sampler()
@@ -1095,6 +1097,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             )
                             r["round"] = rnd
                             out["ring"].append(r)
+                            _progress(f"b {pin} r{rnd} ring only 64 B: p50 {r['p50_us']:.1f} us")
                         st = ring_stream(
                             STREAM_SIZE, plan, args.stream_n, args.ring_bytes, args.max_spin_us
                         )

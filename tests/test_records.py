@@ -439,6 +439,9 @@ def test_corrupt_length_or_block_is_detected_or_harmless(pos: int, xor: int) -> 
         [[["x", 4, [1], "0", 4]]],  # offset not an int
         [[["x", 4, [-2, -2], 0, 16]]],  # shape with negative dims and a valid count
         [[["s", 13, [-1], 0, 8]]],  # string shape with a negative count
+        [[["x", 6, [0, 2**64 - 1], 0, 0]]],  # zero elements, a dim numpy cannot hold
+        [[["x", 6, [0] * 65, 0, 0]]],  # more dims than numpy allows
+        [[["s", 13, [0, 2**63], 0, 8]]],
     ],
 )
 def test_structurally_wrong_meta_raises_ring_corrupt(meta: list[Any]) -> None:

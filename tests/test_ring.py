@@ -381,7 +381,7 @@ def test_large_record_into_an_empty_ring_starts_again_at_zero() -> None:
     take(3, big)
     assert put_at(100, 4) == 2 * size  # small: in order
     take(4, 100)
-    assert put_at(big, 5) == 0  # empty at 2 * size + 128: rewind again
+    assert put_at(big, 5) == 0  # empty at 2 * size + 192: rewind again
     take(5, big)
     assert prod.free_bytes() == cap
     prod.close()
