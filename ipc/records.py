@@ -27,14 +27,13 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .layout import ALIGN, RECORD_HEADER
+from .layout import RECORD_HEADER, align
 from .ring import Ring, RingCorrupt
 from .tensors import CODE_DTYPES, DTYPE_CODES, NUMPY, STRING, count
 
 U32 = struct.Struct("<I")
 _packb = functools.partial(msgpack.packb, use_bin_type=True)
 _unpackb = functools.partial(msgpack.unpackb, raw=False)
-_MASK = ALIGN - 1
 Buffer = bytes | bytearray | memoryview
 
 # (name, dtype, shape, chunks): numeric chunks are buffers whose bytes are
@@ -44,7 +43,7 @@ TensorSpec = tuple[str, str, Sequence[int], Sequence[Any]]
 
 def _first_block(mlen: int) -> int:
     """Payload offset of the first tensor block: 64-byte aligned in the ring."""
-    return ((RECORD_HEADER + 4 + mlen + _MASK) & ~_MASK) - RECORD_HEADER
+    return align(RECORD_HEADER + 4 + mlen) - RECORD_HEADER
 
 
 def _chunk_nbytes(c: Any) -> int:
@@ -66,7 +65,7 @@ def payload_size(head: list[Any], tensors: Sequence[TensorSpec]) -> tuple[bytes,
             n = sum(map(_chunk_nbytes, chunks))
         sizes.append(n)
         table.append([name, codes[dtype], list(shape), off, n])
-        off = (off + n + _MASK) & ~_MASK
+        off = align(off + n)
     meta = _packb([*head, table])
     return meta, _first_block(len(meta)) + off, sizes
 
@@ -94,7 +93,7 @@ def write(ring: Ring, kind: int, head: list[Any], tensors: Sequence[TensorSpec])
                 if n:
                     view[p : p + n] = _bytes_view(c)
                     p += n
-        pos += (size + _MASK) & ~_MASK
+        pos += align(size)
     view.release()
     return ring.commit(kind)
 

@@ -15,7 +15,6 @@ from . import layout as L
 
 # Module constants: attribute lookups on `L` cost more than the arithmetic they feed.
 _HDR = L.RECORD_HEADER
-_MASK = L.ALIGN - 1
 _PACK = L.RECORD.pack_into
 _UNPACK = L.RECORD.unpack_from
 _COMMIT = L.commit_word
@@ -92,7 +91,7 @@ class Ring:
     # ---- producer -------------------------------------------------------------------
     def try_reserve(self, length: int) -> memoryview | None:
         """A writable view for a payload of `length` bytes, or None if the ring is full."""
-        size = (_HDR + length + _MASK) & ~_MASK
+        size = L.record_size(length)
         cap = self.capacity
         if size > cap:
             raise RecordTooLarge(length, self.max_payload)
@@ -159,11 +158,11 @@ class Ring:
             if head == tail:
                 return None
             avail = head - tail
-            if avail > cap or avail & _MASK:
+            if avail > cap or avail % L.ALIGN:
                 raise RingCorrupt(f"ring: head {head} and tail {tail} are inconsistent")
             pos = tail % cap
             seq, kind, commit, length, _ = _UNPACK(self._data, pos)
-            size = (_HDR + length + _MASK) & ~_MASK
+            size = L.record_size(length)
             if seq != self._tail_seq + 1 or commit != _COMMIT(seq, kind, length):
                 raise RingCorrupt(
                     f"ring: record at {pos} has seq {seq} (expected {self._tail_seq + 1}) "
