@@ -22,6 +22,7 @@ from ringserve.ipc.errors import ProtocolError
 from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
 from ringserve.ipc.tensors import (
     STRING,
+    byte_view,
     check_wire_tensor,
     count,
     dtype_name,
@@ -35,11 +36,6 @@ from .regions import Region, Regions
 from .registry import Registry, VersionState
 from .settings import FrontendSettings
 from .stats import ModelStats
-
-
-def _byte_view(a: np.ndarray[Any, Any]) -> memoryview | bytes:
-    """The bytes of a C-contiguous array without a copy (a view refuses zero dims)."""
-    return a.data.cast("B") if a.size else b""
 
 
 class Replier(Protocol):
@@ -628,7 +624,7 @@ class Dispatcher:
         small = all(a.dtype.kind != "O" and a.nbytes <= 65536 for a in outs.values())
         if not bad and small and all(a.flags.c_contiguous for a in outs.values()):
             rows_out = [
-                (k, dtype_name(a.dtype), list(a.shape[1:]), a.strides[0], _byte_view(a))
+                (k, dtype_name(a.dtype), list(a.shape[1:]), a.strides[0], byte_view(a))
                 for k, a in outs.items()
             ]
         for p, start, rows in job.parts:
@@ -681,7 +677,7 @@ class Dispatcher:
                 # saves a copy; a large one is sent by reference after the ring record
                 # is released, so it must be copied out.
                 small = a.nbytes <= INLINE_LIMIT and a.flags.c_contiguous
-                data = _byte_view(a) if small else a.tobytes()
+                data = byte_view(a) if small else a.tobytes()
                 wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "data": data}
         self._reply_ok(p, version, wire, large=total > 65536)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from .layout import RECORD_HEADER, align
 from .ring import Ring, RingCorrupt
-from .tensors import CODE_DTYPES, DTYPE_CODES, NUMPY, STRING, count
+from .tensors import CODE_DTYPES, DTYPE_CODES, NUMPY, STRING, byte_view, count
 
 U32 = struct.Struct("<I")
 _packb = functools.partial(msgpack.packb, use_bin_type=True)
@@ -91,23 +91,11 @@ def write(ring: Ring, kind: int, head: list[Any], tensors: Sequence[TensorSpec])
             for c in chunks:
                 n = _chunk_nbytes(c)
                 if n:
-                    view[p : p + n] = _bytes_view(c)
+                    view[p : p + n] = byte_view(c)
                     p += n
         pos += align(size)
     view.release()
     return ring.commit(kind)
-
-
-def _bytes_view(c: Any) -> Any:
-    """A flat byte view of a buffer of any shape (an empty (3, 0) array included)."""
-    if isinstance(c, (bytes, bytearray)):
-        return c
-    if isinstance(c, np.ndarray):
-        if c.flags.c_contiguous and c.size:
-            return c.data.cast("B")
-        return np.ascontiguousarray(c).reshape(-1).view(np.uint8).data
-    m = memoryview(c)
-    return m.cast("B") if m.nbytes else memoryview(b"")
 
 
 def _write_strings(view: memoryview, pos: int, items: Sequence[bytes]) -> None:

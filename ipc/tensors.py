@@ -59,6 +59,19 @@ def dtype_name(dt: np.dtype[Any]) -> str:
     return name
 
 
+def byte_view(c: Any) -> Any:
+    """The bytes of a buffer of any shape, flat, without a copy where the layout allows
+    (a copy only for a non-contiguous array; an empty (3, 0) array included)."""
+    if isinstance(c, (bytes, bytearray)):
+        return c
+    if isinstance(c, np.ndarray):
+        if c.flags.c_contiguous and c.size:
+            return c.data.cast("B")
+        return np.ascontiguousarray(c).reshape(-1).view(np.uint8).data
+    m = memoryview(c)
+    return m.cast("B") if m.nbytes else memoryview(b"")
+
+
 def count(shape: list[int] | tuple[int, ...]) -> int:
     return math.prod(shape)
 
