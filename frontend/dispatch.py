@@ -665,7 +665,7 @@ class Dispatcher:
                         f"{list(a.shape)}, received {size}",
                     )
                     return
-                region.view[off : off + a.nbytes] = np.ascontiguousarray(a).data.cast("B")
+                region.view[off : off + a.nbytes] = byte_view(a)
                 ref = {"region": region.name, "offset": off, "size": a.nbytes}
                 wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "shm": ref}
                 continue

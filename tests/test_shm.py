@@ -40,6 +40,19 @@ def test_shm_inputs_and_outputs(server: ServerProcess, region: SharedRegion, mod
             c.infer("linear", {"x": region.tensor(x)})
 
 
+def test_zero_rows_into_output_shm(server: ServerProcess, region: SharedRegion) -> None:
+    """An empty output asked for in shared memory is an empty tensor, not an error."""
+    with Client(server.unix_url) as c:
+        c.shm_register(region)
+        got = c.infer(
+            "linear",
+            {"x": np.zeros((0, 16), np.float32)},
+            output_shm={"y": region.ref(0, 64)},
+        )
+        assert got["y"].shape == (0, 4) and got["y"].dtype == np.float32
+        c.shm_unregister(region)
+
+
 def test_shm_errors(server: ServerProcess, region: SharedRegion) -> None:
     with Client(server.unix_url) as c:
         with pytest.raises(NotFound, match="key"):
