@@ -1,4 +1,4 @@
-"""The `ringserve` command: serve, check-config, demo."""
+"""The `ringserve` command: serve, check-config, demo, bench, tune."""
 
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="build the demo model, serve it, query it, stop")
     d.add_argument("--requests", type=int, default=500)
     d.add_argument("--concurrency", type=int, default=8)
+    from ringserve.bench import cli as bench_cli
+
+    bench_cli.add_arguments(sub.add_parser("bench", help="load a running server, report it"))
+    from . import tune
+
+    tune.add_arguments(sub.add_parser("tune", help="find the best [[models]] settings"))
     args = p.parse_args(argv)
 
     if args.cmd == "check-config":
@@ -73,4 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(args.requests, args.concurrency)
+    if args.cmd == "bench":
+        return bench_cli.main(args)
+    if args.cmd == "tune":
+        return tune.main(args)
     return 2
