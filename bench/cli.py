@@ -24,9 +24,11 @@ def _ints(s: str) -> list[int]:
     try:
         out = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, received {s!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of integers, received {s!r}"
+        ) from None
     if not out or any(v < 1 for v in out):
-        raise argparse.ArgumentTypeError(f"expected positive integers, received {s!r}")
+        raise argparse.ArgumentTypeError(f"expected positive integers, received {s!r}") from None
     return out
 
 
@@ -34,9 +36,11 @@ def _floats(s: str) -> list[float]:
     try:
         out = [float(x) for x in s.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, received {s!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of numbers, received {s!r}"
+        ) from None
     if not out or any(v <= 0 for v in out):
-        raise argparse.ArgumentTypeError(f"expected positive rates, received {s!r}")
+        raise argparse.ArgumentTypeError(f"expected positive rates, received {s!r}") from None
     return out
 
 
@@ -101,9 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--shm", action="store_true", help="inputs in a client shared-memory region")
     p.add_argument("--token-file", default=None, help="file holding the TCP auth token")
-    p.add_argument(
-        "--allow-remote", action="store_true", help="allow a non-loopback TCP address"
-    )
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback TCP address")
     p.add_argument(
         "--echo-ceiling",
         action="store_true",
@@ -190,14 +192,26 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         rows = run_points(
-            target, tpl, load, model=args.model, token=token, setup=setup,
-            progress=progress, transport=transport,
+            target,
+            tpl,
+            load,
+            model=args.model,
+            token=token,
+            setup=setup,
+            progress=progress,
+            transport=transport,
         )
         if args.echo_ceiling:
             with EchoServer() as echo:
                 rows_e = run_points(
-                    echo.target(target.kind), tpl, load, model=None, token=token,
-                    setup=setup, progress=progress, transport=f"echo {transport}",
+                    echo.target(target.kind),
+                    tpl,
+                    load,
+                    model=None,
+                    token=token,
+                    setup=setup,
+                    progress=progress,
+                    transport=f"echo {transport}",
                 )
             echo_rows = rows_e
     progress.done()

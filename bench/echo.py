@@ -55,11 +55,16 @@ async def serve(unix: str) -> None:
     us = await loop.create_unix_server(_Echo, unix)
     ts = await loop.create_server(_Echo, "127.0.0.1", 0)
     port = ts.sockets[0].getsockname()[1]
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def on_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, on_stop)
     # Closing our stdin (the parent died or is done) stops us too.
-    loop.add_reader(0, lambda: stop.done() or stop.set_result(None))
+    loop.add_reader(0, on_stop)
     sys.stdout.write(json.dumps({"port": port}) + "\n")
     sys.stdout.flush()
     await stop

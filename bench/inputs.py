@@ -71,4 +71,3 @@ def file_inputs(path: str | Path, spec: dict[str, Any]) -> dict[str, np.ndarray[
             )
         return {names[0]: np.load(p, allow_pickle=False)}
     raise ValueError(f"input file {p}: expected .npy or .npz")
-

@@ -46,9 +46,10 @@ def latency_vs_throughput(
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
     cmap = plt.get_cmap("tab10")
     for i, (label, rows) in enumerate(runs):
-        pts = sorted(
+        # In the order measured: a sweep traces the curve even where throughput falls back.
+        pts = [
             (r["rps"], r) for r in rows if r.get("rps") and math.isfinite(r.get("p50_us", math.nan))
-        )
+        ]
         if not pts:
             continue
         xs = [x for x, _ in pts]
@@ -70,7 +71,9 @@ def latency_vs_throughput(
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title + ("\n" if title else "") + "solid p50, dashed p90, dotted p99", fontsize=9)
+    names = {"p50": "solid", "p90": "dashed", "p99": "dotted"}
+    key = ", ".join(f"{names.get(p, p)} {p}" for p in percentiles)
+    ax.set_title(title + ("\n" if title else "") + key, fontsize=9)
     if runs:
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

@@ -147,12 +147,13 @@ def run_points(
     progress: Progress | None = None,
     transport: str | None = None,
     stop_when: Callable[[dict[str, Any]], bool] | None = None,
+    label: str = "",
 ) -> list[dict[str, Any]]:
     rows = []
     for mode, v in load.points():
-        label = f"c={int(v)}" if mode == "closed" else f"{v:g}/s{' poisson' if load.poisson else ''}"
+        what = f"c={int(v)}" if mode == "closed" else f"{v:g}/s"
         if progress is not None:
-            progress.point(f"{transport or target.kind} {label}")
+            progress.point(f"{label} {transport or target.kind} {what}".strip())
         row = measure(
             target,
             tpl,
@@ -174,9 +175,7 @@ def run_points(
 
 
 def summary(row: dict[str, Any]) -> str:
-    what = (
-        f"c={row['concurrency']}" if row["mode"] == "closed" else f"{row['offered_rate']:g}/s"
-    )
+    what = f"c={row['concurrency']}" if row["mode"] == "closed" else f"{row['offered_rate']:g}/s"
     errs = sum(row.get("errors", {}).values())
     return (
         f"  {row['transport']} {what}: {row['rps']:.0f} req/s, p50 {_ms(row['p50_us'])} ms, "

@@ -123,7 +123,7 @@ class ServerWatch:
         wall = max(1e-9, t1 - t0)
         w0, w1 = _workers(s0, self.model), _workers(s1, self.model)
         both = sorted(w0.keys() & w1.keys())
-        per = []
+        per: list[dict[str, Any]] = []
         calls = 0
         busy = 0.0
         for pid in both:

@@ -52,8 +52,9 @@ from typing import Any
 import bench_e2e as E
 import benchlib as B
 import inproc
-import loadgen as LG
 from serverwatch import ServerWatch
+
+from ringserve import bench as LG
 
 RESULTS_KEY = "bench_batching"
 CONFIGS = ("off", "on")

@@ -30,9 +30,9 @@ from typing import Any
 
 import benchlib as B
 import inproc
-import loadgen as LG
 import numpy as np
 
+from ringserve import bench as LG
 from ringserve.runtime.launch import ServerProcess
 
 # ---- the server ------------------------------------------------------------------------

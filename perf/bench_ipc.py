@@ -49,8 +49,9 @@ from typing import Any
 import bench_e2e as E
 import benchlib as B
 import inproc
-import loadgen as LG
 import numpy as np
+
+from ringserve import bench as LG
 
 HERE = Path(__file__).resolve()
 STOP = 1 << 63

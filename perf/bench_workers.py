@@ -44,8 +44,9 @@ from typing import Any
 import bench_e2e as E
 import benchlib as B
 import inproc
-import loadgen as LG
 from serverwatch import ServerWatch
+
+from ringserve import bench as LG
 
 RESULTS_KEY = "bench_workers"
 DEFAULT = (1, 1, 1)  # instances, intra, inter: what a config without [models.instances] gets

@@ -28,26 +28,15 @@ from typing import Any
 
 import numpy as np
 
+# The load generator's own helpers, re-exported for the scripts.
+from ringserve.bench.engine import sched_getcpu as sched_getcpu
+from ringserve.bench.engine import set_timer_slack as set_timer_slack
+from ringserve.bench.result import percentiles as percentiles
+
 PERF_DIR = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
 
 # ---- statistics ------------------------------------------------------------------------
-
-
-def percentiles(samples: Sequence[float] | np.ndarray[Any, Any]) -> dict[str, float]:
-    """p50/p90/p99/mean/max of `samples` (any unit); NaN when empty."""
-    if len(samples) == 0:
-        nan = float("nan")
-        return {"p50": nan, "p90": nan, "p99": nan, "mean": nan, "max": nan}
-    a = np.asarray(samples, dtype=np.float64)
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "mean": float(a.mean()),
-        "max": float(a.max()),
-    }
 
 
 def median(xs: Iterable[float | None]) -> float:
@@ -312,28 +301,12 @@ def cpus_str(cpus: Iterable[int] | None) -> str:
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_getcpu = _libc.sched_getcpu
-
-
-def sched_getcpu() -> int:
-    return int(_getcpu())
-
-
 PR_SET_PDEATHSIG = 1
-PR_SET_TIMERSLACK = 29
-PR_GET_TIMERSLACK = 30
 
 
 def die_with_parent() -> None:
     """Child processes of the benchmarks: be killed when the parent goes."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def set_timer_slack(ns: int) -> int:
-    """Set this thread's timer slack; return the previous value."""
-    old = int(_libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0))
-    _libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0)
-    return old
 
 
 # ---- /proc -----------------------------------------------------------------------------
