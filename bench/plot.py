@@ -43,7 +43,7 @@ def latency_vs_throughput(
     """One colour per run (label, rows); one line style per percentile."""
     plt = _pyplot()
     styles = {"p50": "-", "p90": "--", "p99": ":"}
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=90)
     cmap = plt.get_cmap("tab10")
     for i, (label, rows) in enumerate(runs):
         # In the order measured: a sweep traces the curve even where throughput falls back.
@@ -70,12 +70,17 @@ def latency_vs_throughput(
     ax.set_xlabel("throughput (req/s)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
     names = {"p50": "solid", "p90": "dashed", "p99": "dotted"}
     key = ", ".join(f"{names.get(p, p)} {p}" for p in percentiles)
     ax.set_title(title + ("\n" if title else "") + key, fontsize=9)
     if runs:
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)

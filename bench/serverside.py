@@ -10,15 +10,17 @@ Window figures:
   - compute_us: the workers' own time per ring record (one TensorFlow call: one
     request, or one batch), from `busy_seconds` / `requests` of `workers`;
   - rows_per_call: mean rows per TensorFlow call (from `batch_sizes` when batching);
-  - queue_us: the mean time a request waited before a worker took it, when the
-    server reports it (`queue_seconds` and `queued` per model in `stats`); otherwise
-    `wait_us` = client mean latency - compute_us (queue, transport and frontend
-    together) stands in, and `queue_source` says which;
+  - queue_us: the mean time a request waited before a worker took it, from the
+    server's `queue_duration` histograms (`models.<m>.versions.<v>`) when `stats`
+    has them (`queue_source: "server"`); from a server without them, client mean
+    latency - compute_us (queue, transport and frontend together) stands in
+    (`queue_source: "derived"`);
   - per worker: cpu_pct (percent of one core), ctx_per_s (voluntary + involuntary
     context switches a second), busy_pct (computing); summed over workers as
     workers_cpu_pct and workers_ctx_per_s, and busy_pct averaged;
-  - frontend_cpu_pct and frontend_ctx_per_s when the server runs on this host
-    (read from /proc; absent otherwise).
+  - frontend_cpu_pct and frontend_ctx_per_s: the server process, from `stats`'
+    `frontend` figures when it has them, else from /proc when the server runs on
+    this host (absent otherwise).
 """
 
 from __future__ import annotations
@@ -87,8 +89,7 @@ class ServerWatch:
         if self._client is None:
             self._client = await AsyncClient(self.target.url, token=self.token).connect()
         s = await self._client.stats()
-        pid = int(s.get("server", {}).get("pid", 0) or 0)
-        self.inner.append((time.perf_counter(), s, _local_proc(pid) if pid else None))
+        self.inner.append((time.perf_counter(), s, _frontend(s)))
 
     async def begin(self) -> None:
         await self._read()
@@ -179,11 +180,42 @@ class ServerWatch:
         return out
 
 
-def _queue(m0: dict[str, Any], m1: dict[str, Any]) -> float | None:
-    """Mean queue wait (us) when `stats` reports one per model, else None."""
-    try:
-        n = int(m1["queued"]) - int(m0["queued"])
-        s = float(m1["queue_seconds"]) - float(m0["queue_seconds"])
-    except (KeyError, TypeError, ValueError):
+def _frontend(s: dict[str, Any]) -> tuple[float, int] | None:
+    """(CPU seconds, context switches) of the server process: its own `stats` figures,
+    else /proc when it runs here."""
+    f = s.get("frontend")
+    if isinstance(f, dict) and "cpu_user_seconds" in f:
+        try:
+            cpu = float(f["cpu_user_seconds"]) + float(f.get("cpu_system_seconds", 0))
+            ctx = int(f.get("voluntary_ctx_switches", 0)) + int(
+                f.get("involuntary_ctx_switches", 0)
+            )
+            return cpu, ctx
+        except (TypeError, ValueError):
+            pass
+    pid = s.get("server", {}).get("pid")
+    return _local_proc(pid) if isinstance(pid, int) and pid > 0 else None
+
+
+def _histogram_total(m: dict[str, Any], key: str) -> tuple[int, float] | None:
+    """(count, sum) of a duration histogram over the model's versions, if reported."""
+    versions = m.get("versions")
+    if not isinstance(versions, dict):
         return None
-    return 1e6 * s / n if n > 0 else math.nan
+    n, total, seen = 0, 0.0, False
+    for v in versions.values():
+        h = v.get(key) if isinstance(v, dict) else None
+        if isinstance(h, dict) and "counts" in h and "sum" in h:
+            n += sum(int(c) for c in h["counts"])
+            total += float(h["sum"])
+            seen = True
+    return (n, total) if seen else None
+
+
+def _queue(m0: dict[str, Any], m1: dict[str, Any]) -> float | None:
+    """Mean queue wait (us) over the window when `stats` reports it, else None."""
+    a, b = _histogram_total(m0, "queue_duration"), _histogram_total(m1, "queue_duration")
+    if a is None or b is None:
+        return None
+    n = b[0] - a[0]
+    return 1e6 * (b[1] - a[1]) / n if n > 0 else math.nan
