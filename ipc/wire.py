@@ -8,6 +8,7 @@ can answer RESOURCE_EXHAUSTED and close.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from typing import Any
 
@@ -20,10 +21,37 @@ MAX_UINT64 = (1 << 64) - 1
 
 
 class FrameTooLarge(Exception):
-    def __init__(self, length: int, limit: int) -> None:
-        super().__init__(f"frame length {length} exceeds max_frame_bytes {limit}")
+    """A frame header announced more than the limit `key` allows."""
+
+    def __init__(self, length: int, limit: int, key: str = "max_frame_bytes") -> None:
+        super().__init__(f"frame length {length} exceeds {key} {limit}")
         self.length = length
         self.limit = limit
+        self.key = key
+
+
+# A body larger than the scratch buffer gets its own buffer, grown as its bytes arrive:
+# never more than twice what was received (or GROW_MIN), so a header that announces
+# 256 MiB and sends nothing costs nothing. Past HEAP_MAX the buffer is an anonymous
+# mapping that grows with mremap (mmap.resize), which moves pages instead of copying
+# them: a 256 MiB body is still read in place, as when it was allocated whole.
+GROW_MIN = 256 * 1024
+HEAP_MAX = 1 << 20
+
+Body = bytearray | mmap.mmap
+
+
+def _grow(body: Body, filled: int, need: int) -> Body:
+    cap = min(need, max(2 * len(body), GROW_MIN))
+    if isinstance(body, mmap.mmap):
+        try:
+            body.resize(cap)
+            return body
+        except (BufferError, OSError, SystemError):
+            pass  # a view of it is still alive, or no mremap: copy instead
+    new: Body = bytearray(cap) if cap <= HEAP_MAX else mmap.mmap(-1, cap, flags=mmap.MAP_PRIVATE)
+    new[:filled] = body[:filled]
+    return new
 
 
 def pack(obj: dict[str, Any]) -> bytes:
@@ -145,8 +173,9 @@ class FrameDecoder:
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._head = bytearray()
-        self._body: bytearray | None = None
+        self._body: Body | None = None
         self._filled = 0
+        self._need = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
         """Return the complete frame bodies; raise FrameTooLarge on an oversize length."""
@@ -156,11 +185,13 @@ class FrameDecoder:
         while pos < end:
             body = self._body
             if body is not None:
-                take = min(len(body) - self._filled, end - pos)
+                take = min(self._need - self._filled, end - pos)
+                if self._filled + take > len(body):
+                    body = self._body = _grow(body, self._filled, self._need)
                 body[self._filled : self._filled + take] = mv[pos : pos + take]
                 self._filled += take
                 pos += take
-                if self._filled == len(body):
+                if self._filled == self._need:
                     out.append(memoryview(body))
                     self._body = None
                 continue
@@ -181,8 +212,8 @@ class FrameDecoder:
                 out.append(mv[pos : pos + length])
                 pos += length
             else:
-                self._body = bytearray(length)
-                self._filled = 0
+                self._body = bytearray(min(length, max(2 * (end - pos), GROW_MIN)))
+                self._filled, self._need = 0, length
         return out
 
     @property
@@ -199,19 +230,36 @@ class FrameReader:
     `get_buffer`.
     """
 
-    def __init__(self, max_frame_bytes: int, scratch: int = 256 * 1024) -> None:
+    def __init__(
+        self, max_frame_bytes: int, scratch: int = 256 * 1024, limit_key: str = "max_frame_bytes"
+    ) -> None:
+        # The limit may change between reads (a smaller one until `auth`); `limit_key`
+        # names it in the error.
         self.max_frame_bytes = max_frame_bytes
+        self.limit_key = limit_key
         self._scratch = bytearray(scratch)
         self._sview = memoryview(self._scratch)
         self._start = 0
         self._end = 0
-        self._body: bytearray | None = None
+        self._body: Body | None = None
         self._filled = 0
+        self._need = 0
         # An oversize length, reported after the whole frames read before it.
         self.error: FrameTooLarge | None = None
+        # At most this many bodies per call (None: all); `more` says some were held back
+        # (read them with buffer_updated(0)). One, until `auth` has raised the limit.
+        self.max_frames: int | None = None
+        self.more = False
+
+    @property
+    def partial(self) -> bool:
+        """Part of a frame has been read and its end has not."""
+        return self._body is not None or self._end > self._start
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         if self._body is not None:
+            if self._filled == len(self._body):
+                self._body = _grow(self._body, self._filled, self._need)
             return memoryview(self._body)[self._filled :]
         if self._start:
             n = self._end - self._start
@@ -225,17 +273,21 @@ class FrameReader:
         body = self._body
         if body is not None:
             self._filled += nbytes
-            if self._filled < len(body):
+            if self._filled < self._need:
                 return []
             self._body = None
             return [memoryview(body)]
         self._end += nbytes
         out: list[memoryview] = []
         sv, start, end = self._sview, self._start, self._end
+        self.more = False
         while end - start >= 4:
+            if self.max_frames is not None and len(out) >= self.max_frames:
+                self.more = True
+                break
             (length,) = HEADER.unpack_from(sv, start)
             if length > self.max_frame_bytes:
-                self.error = FrameTooLarge(length, self.max_frame_bytes)
+                self.error = FrameTooLarge(length, self.max_frame_bytes, self.limit_key)
                 start = end
                 break
             have = end - start - 4
@@ -244,10 +296,11 @@ class FrameReader:
                 start += 4 + length
                 continue
             if 4 + length > len(sv):
-                # Too big for scratch: give the body its own buffer, read into it directly.
-                big = bytearray(length)
+                # Too big for scratch: give the body its own buffer, read into it directly,
+                # sized by what has arrived so far (see GROW_MIN), not by the header.
+                big = bytearray(min(length, max(2 * have, GROW_MIN)))
                 big[:have] = sv[start + 4 : end]
-                self._body, self._filled = big, have
+                self._body, self._filled, self._need = big, have, length
                 start = end = 0
             break
         if start == end:
