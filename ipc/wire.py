@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import INVALID_ARGUMENT, ProtocolError
+from .errors import INVALID_ARGUMENT, ProtocolError, clip
 
 HEADER = struct.Struct(">I")
 MAX_UINT64 = (1 << 64) - 1
@@ -115,14 +115,54 @@ def _nbytes(obj: bytes | bytearray | memoryview) -> int:
     return obj.nbytes if isinstance(obj, memoryview) else len(obj)
 
 
+# A one-byte msgpack array or map decodes into a 56-64 byte Python object: a 256 MiB
+# frame of empty arrays would become 16 GB of lists (and minutes of garbage collection).
+# A request holds a handful of containers (a map per tensor, a shape); a frame past
+# BUDGET_FROM bytes may hold at most MAX_CONTAINERS of them. Smaller frames are decoded
+# without the count (it doubles the decode time of a small request), their worst case
+# being a few MiB.
+MAX_CONTAINERS = 65536
+BUDGET_FROM = 64 * 1024
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_CONTAINERS
+
+    def __call__(self, obj: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise ProtocolError(
+                INVALID_ARGUMENT,
+                f"frame body: expected at most {MAX_CONTAINERS} msgpack arrays and maps "
+                "in one frame, received more",
+            )
+        return obj
+
+
 def unpack_body(body: bytes | memoryview) -> Any:
     """Decode one frame body. Raises ProtocolError(INVALID_ARGUMENT) on any bad msgpack."""
     try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_no_ext)
+        if len(body) > BUDGET_FROM:
+            budget = _Budget()
+            msg = msgpack.unpackb(
+                body,
+                raw=False,
+                strict_map_key=False,
+                ext_hook=_no_ext,
+                list_hook=budget,
+                object_hook=budget,
+            )
+        else:
+            msg = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_no_ext)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(INVALID_ARGUMENT, f"frame body is not valid msgpack: {exc}") from None
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"frame body is not valid msgpack: {clip(str(exc))}"
+        ) from None
     _reject_timestamps(msg)
     return msg
 
@@ -186,7 +226,7 @@ class FrameDecoder:
             body = self._body
             if body is not None:
                 take = min(self._need - self._filled, end - pos)
-                if self._filled + take > len(body):
+                while self._filled + take > len(body):
                     body = self._body = _grow(body, self._filled, self._need)
                 body[self._filled : self._filled + take] = mv[pos : pos + take]
                 self._filled += take
@@ -328,12 +368,15 @@ def check_request(msg: Any) -> tuple[int, str]:
     if rid is None:
         got = msg.get("id", "<absent>")
         raise ProtocolError(
-            INVALID_ARGUMENT, f"field 'id': expected an unsigned 64-bit integer, received {got!r}"
+            INVALID_ARGUMENT,
+            f"field 'id': expected an unsigned 64-bit integer, received {clip(got)}",
         )
     op = msg.get("op")
     if not isinstance(op, str):
         got = msg.get("op", "<absent>")
-        raise ProtocolError(INVALID_ARGUMENT, f"field 'op': expected a string, received {got!r}")
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"field 'op': expected a string, received {clip(got)}"
+        )
     return rid, op
 
 

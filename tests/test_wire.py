@@ -634,3 +634,12 @@ def test_clip_cuts_values_and_says_how_long() -> None:
     assert E.clip(10**6000) == f"<int of {(10**6000).bit_length()} bits>"
     assert len(E.clip({"a": [{"b": "x" * 10_000}] * 100})) < 300
     assert E.clip(b"\x00" * 1000).endswith("... (1000 bytes)")
+
+
+def test_decoder_grows_past_the_heap_into_a_mapping() -> None:
+    """Chunks far larger than the buffer: it grows as often as needed, into mmap."""
+    body = msgpack.packb({"id": 1, "d": bytes(range(256)) * 20_000})  # ~5 MB
+    stream = struct.pack(">I", len(body)) + body
+    dec = FrameDecoder(1 << 26)
+    out = dec.feed(stream[:10]) + dec.feed(stream[10:3_000_000]) + dec.feed(stream[3_000_000:])
+    assert [bytes(b) for b in out] == [body]
