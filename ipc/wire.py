@@ -32,24 +32,54 @@ class FrameTooLarge(Exception):
 
 # A body larger than the scratch buffer gets its own buffer, grown as its bytes arrive:
 # never more than twice what was received (or GROW_MIN), so a header that announces
-# 256 MiB and sends nothing costs nothing. Past HEAP_MAX the buffer is an anonymous
-# mapping that grows with mremap (mmap.resize), which moves pages instead of copying
-# them: a 256 MiB body is still read in place, as when it was allocated whole.
+# 256 MiB and sends nothing commits nothing. The buffer is an anonymous mapping that
+# grows with mremap (mmap.resize), which moves pages instead of copying them, so a body
+# is still read in place. A finished body's mapping is kept for the next large body
+# (SPARE_BYTES in all, shared by every reader): memory already committed, whose pages
+# are already faulted in, where a fresh buffer would fault every page again.
 GROW_MIN = 256 * 1024
-HEAP_MAX = 1 << 20
+SPARE_BYTES = 64 << 20
+_spares: list[mmap.mmap] = []
 
-Body = bytearray | mmap.mmap
+
+def _new_map(cap: int) -> mmap.mmap:
+    return mmap.mmap(-1, cap, flags=mmap.MAP_PRIVATE)
 
 
-def _grow(body: Body, filled: int, need: int) -> Body:
-    cap = min(need, max(2 * len(body), GROW_MIN))
-    if isinstance(body, mmap.mmap):
+def _take(cap: int) -> mmap.mmap:
+    """A mapping of at least `cap` bytes: a spare if there is one."""
+    if _spares:
+        m = _spares.pop()
+        if len(m) >= cap:
+            return m
         try:
-            body.resize(cap)
-            return body
+            m.resize(cap)
+            return m
         except (BufferError, OSError, SystemError):
-            pass  # a view of it is still alive, or no mremap: copy instead
-    new: Body = bytearray(cap) if cap <= HEAP_MAX else mmap.mmap(-1, cap, flags=mmap.MAP_PRIVATE)
+            m.close()
+    return _new_map(cap)
+
+
+def _recycle(m: mmap.mmap) -> None:
+    """Keep a finished body's mapping as a spare, unless a view of it is still alive."""
+    try:
+        m.resize(len(m))  # refused while any buffer export of it exists
+    except (BufferError, OSError, SystemError):
+        return  # still viewed somewhere: leave it to the garbage collector
+    if sum(map(len, _spares)) + len(m) <= SPARE_BYTES:
+        _spares.append(m)
+    else:
+        m.close()
+
+
+def _grow(body: mmap.mmap, filled: int, need: int) -> mmap.mmap:
+    cap = min(need, max(2 * len(body), GROW_MIN))
+    try:
+        body.resize(cap)
+        return body
+    except (BufferError, OSError, SystemError):
+        pass  # a view of it is still alive, or no mremap: copy instead
+    new = _new_map(cap)
     new[:filled] = body[:filled]
     return new
 
@@ -213,7 +243,7 @@ class FrameDecoder:
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._head = bytearray()
-        self._body: Body | None = None
+        self._body: mmap.mmap | None = None
         self._filled = 0
         self._need = 0
 
@@ -252,7 +282,7 @@ class FrameDecoder:
                 out.append(mv[pos : pos + length])
                 pos += length
             else:
-                self._body = bytearray(min(length, max(2 * (end - pos), GROW_MIN)))
+                self._body = _new_map(min(length, max(2 * (end - pos), GROW_MIN)))
                 self._filled, self._need = 0, length
         return out
 
@@ -281,9 +311,10 @@ class FrameReader:
         self._sview = memoryview(self._scratch)
         self._start = 0
         self._end = 0
-        self._body: Body | None = None
+        self._body: mmap.mmap | None = None
         self._filled = 0
         self._need = 0
+        self._done: mmap.mmap | None = None  # the last large body handed out
         # An oversize length, reported after the whole frames read before it.
         self.error: FrameTooLarge | None = None
         # At most this many bodies per call (None: all); `more` says some were held back
@@ -297,10 +328,14 @@ class FrameReader:
         return self._body is not None or self._end > self._start
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
+        if self._done is not None:  # its consumer has had it for a whole turn: reuse
+            _recycle(self._done)
+            self._done = None
         if self._body is not None:
             if self._filled == len(self._body):
                 self._body = _grow(self._body, self._filled, self._need)
-            return memoryview(self._body)[self._filled :]
+            # Never past the frame's end: a spare may be larger than this body.
+            return memoryview(self._body)[self._filled : self._need]
         if self._start:
             n = self._end - self._start
             self._sview[:n] = self._sview[self._start : self._end]
@@ -316,7 +351,8 @@ class FrameReader:
             if self._filled < self._need:
                 return []
             self._body = None
-            return [memoryview(body)]
+            self._done = body
+            return [memoryview(body)[: self._need]]
         self._end += nbytes
         out: list[memoryview] = []
         sv, start, end = self._sview, self._start, self._end
@@ -338,7 +374,7 @@ class FrameReader:
             if 4 + length > len(sv):
                 # Too big for scratch: give the body its own buffer, read into it directly,
                 # sized by what has arrived so far (see GROW_MIN), not by the header.
-                big = bytearray(min(length, max(2 * have, GROW_MIN)))
+                big = _take(min(length, max(2 * have, GROW_MIN)))
                 big[:have] = sv[start + 4 : end]
                 self._body, self._filled, self._need = big, have, length
                 start = end = 0

@@ -319,3 +319,12 @@ def test_timeout_ms_must_be_finite_and_positive(srv: Limited, value: float) -> N
         err(raw.recv(), "INVALID_ARGUMENT", "timeout_ms", "finite")
         raw.send({"id": 2, "op": "infer", "model": "linear", "inputs": {"x": X}, "timeout_ms": 5e3})
         assert raw.recv()["ok"] is True
+
+
+def test_sdk_connection_survives_idling_before_its_first_request(srv: Limited) -> None:
+    """The SDK completes a frame when it connects, so a client made long before its
+    first request is not taken for a slowloris."""
+    with Client(srv.unix_url) as c, Client(srv.tcp_url, token=TOKEN) as t:
+        time.sleep(1.6)  # the idleness under test: past handshake_timeout_seconds (1 s)
+        served(c)
+        served(t)
