@@ -28,8 +28,10 @@ class LimitLog:
         self._every = every
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
+        self.hits: dict[str, int] = {}  # every time a limit closed a connection (stats)
 
     def __call__(self, limit: str, text: str) -> None:
+        self.hits[limit] = self.hits.get(limit, 0) + 1
         now = time.monotonic()
         if now - self._last.get(limit, -1e9) < self._every:
             self._held[limit] = self._held.get(limit, 0) + 1

@@ -165,6 +165,7 @@ class Frontend:
             "models": models,
             "workers": d.workers_hook(),
             "connections": len(self.connections),
+            "limits": dict(self.limit_log.hits),
             **self.extra_stats(),
         }
 

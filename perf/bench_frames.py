@@ -4,12 +4,13 @@
 
 A sender thread writes frames of each size over a Unix socketpair; a uvloop
 BufferedProtocol reads them with `ipc.wire.FrameReader`, as the frontend does. Mode
-"grow" is the reader as shipped (a body's buffer grows with the bytes received, by
-doubling, then by mremap past 1 MiB); mode "whole" allocates the body from its header
-in one piece (the reader before issue 11, emulated by setting GROW_MIN past every
-frame). Both in the same run, alternating; the figure is the median time per frame
-and the ratio grow / whole. The ceiling is the socket itself: the sender's copy into
-the kernel and the reader's copy out.
+"grow" is the reader as shipped (a body's buffer is an anonymous mapping grown by
+mremap as bytes arrive, kept as a spare for the next body); mode "whole" allocates
+the body from its header in one piece, a fresh bytearray each time (the reader
+before issue 11: GROW_MIN, `_take` and `_recycle` are swapped for that during the
+"whole" runs). Both in the same run, alternating; the figure is the median time per
+frame and the ratio grow / whole. The ceiling is the socket itself: the sender's copy
+into the kernel and the reader's copy out.
 """
 
 from __future__ import annotations
@@ -70,17 +71,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    grow_min = wire.GROW_MIN
+    take, recycle, grow_min = wire._take, wire._recycle, wire.GROW_MIN
     print("| frame | whole (ms) | grow (ms) | grow / whole |")
     print("|---|---|---|---|")
     for size in SIZES:
         frames = max(2, min(200, (256 << 20) // size))
         res: dict[str, list[float]] = {"whole": [], "grow": []}
-        for _ in range(args.repeat):
-            for mode in ("whole", "grow"):
-                wire.GROW_MIN = 1 << 31 if mode == "whole" else grow_min
+        for i in range(args.repeat):
+            for mode in ("whole", "grow") if i % 2 else ("grow", "whole"):
+                if mode == "whole":  # the whole length at once, a fresh buffer each frame
+                    wire.GROW_MIN = 1 << 31
+                    wire._take = bytearray  # type: ignore[assignment]
+                    wire._recycle = lambda m: None  # type: ignore[assignment]
                 res[mode].append(uvloop.run(one(size, frames)))
-        wire.GROW_MIN = grow_min
+                wire._take, wire._recycle, wire.GROW_MIN = take, recycle, grow_min
         w, g = statistics.median(res["whole"]), statistics.median(res["grow"])
         label = f"{size >> 10} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
         print(f"| {label} | {w * 1e3:.3f} | {g * 1e3:.3f} | {g / w:.2f} |")

@@ -220,6 +220,7 @@ def test_max_connections_per_listener(srv: Limited, good: Client) -> None:
         assert raw.closed_by_peer()
         raw.close()
         srv.wait_log("limit server.max_connections")
+        assert good.stats()["limits"]["max_connections"] >= 1
         served(good)  # the Unix listener has its own places
         with Client(srv.unix_url) as other:
             served(other)
