@@ -94,7 +94,9 @@ class Frontend:
         if s.metrics:
             host, _, port = s.metrics.rpartition(":")
             srv = await self.loop.create_server(
-                lambda: MetricsProtocol(self.stats_snapshot), host.strip("[]"), int(port)
+                lambda: MetricsProtocol(self.stats_snapshot, self.ready),
+                host.strip("[]"),
+                int(port),
             )
             self.servers.append(("metrics", srv))
 

@@ -615,7 +615,7 @@ class Supervisor:
             self._task(self._shutdown(graceful))
             return
         if graceful:
-            if not self._skip_delay.is_set():
+            if not self._skip_delay.is_set() and not self._quick:
                 log("second SIGTERM: skipping the rest of the drain delay")
                 self._skip_delay.set()
             return

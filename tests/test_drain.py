@@ -8,12 +8,16 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from ringserve.client import Client
 from ringserve.client.common import infer_request
 from ringserve.client.errors import ConnectionClosed
+from ringserve.runtime.config import ServerConfig
+from ringserve.runtime.launch import free_port
 
 from conftest import models_toml
 from faults import (
@@ -136,17 +140,41 @@ def test_sigterm_under_steady_load_drains_and_exits_0(model_root: Path) -> None:
     assert shm_of(srv.name) == set()
 
 
-def test_second_sigterm_skips_the_drain_delay(model_root: Path) -> None:
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_readyz_turns_503_at_sigterm_and_a_second_sigterm_skips_the_delay(
+    model_root: Path,
+) -> None:
+    ports = {"metrics": free_port()}
+    if "http" in ServerConfig.__dataclass_fields__:  # the REST listener, when it exists
+        ports["http"] = free_port()
     srv = LoggedServer(
         models_toml(model_root, ["slow"]),
-        f"{SMALL_RINGS}\ngrace_seconds = {GRACE}\ndrain_delay_seconds = {GRACE}",
+        f"{SMALL_RINGS}\ngrace_seconds = {GRACE}\ndrain_delay_seconds = {GRACE}\n"
+        + "".join(f'{k} = "127.0.0.1:{p}"\n' for k, p in ports.items()),
     )
+    probes = [f"http://127.0.0.1:{p}" for p in ports.values()]
     with srv:
         assert srv.proc is not None
         with srv.client() as c:
+            assert {http_status(f"{p}/readyz") for p in probes} == {200}
             t0 = time.monotonic()
             srv.proc.send_signal(signal.SIGTERM)
-            wait_for(lambda: not c.health()["ready"], 2, "readiness false", srv)
+            # The moment the stop begins, on both listeners; liveness stays.
+            wait_for(
+                lambda: {http_status(f"{p}/readyz") for p in probes} == {503},
+                1.0,
+                "/readyz 503",
+                srv,
+            )
+            assert {http_status(f"{p}/healthz") for p in probes} == {200}
+            assert not c.health()["ready"]
             c.infer("slow", slow_inputs(n=10))  # served during the delay
             srv.proc.send_signal(signal.SIGTERM)
             srv.wait_log("second SIGTERM")
