@@ -43,8 +43,16 @@ class _Connection:
                 if not data:
                     break
                 for body in dec.feed(data):
-                    msg = msgpack.unpackb(body, raw=False)
-                    fut = self.waiters.pop(msg.get("id"), None)
+                    msg: dict[str, Any] = msgpack.unpackb(body, raw=False)
+                    rid: Any = msg.get("id")
+                    if rid is None and not msg.get("ok", True):
+                        # About the connection itself (a limit): every waiter gets it.
+                        for w in self.waiters.values():
+                            if not w.done():
+                                w.set_result(msg)
+                        self.waiters.clear()
+                        continue
+                    fut = self.waiters.pop(rid, None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
                 if self.retired and not self.waiters:
@@ -128,12 +136,13 @@ class AsyncClient:
         else:
             r, w = await asyncio.open_connection(*addr, limit=1 << 24)
         conn = _Connection(r, w)
-        if self.token is not None:
-            try:
-                result(await self._send(conn, {"op": "auth", "token": self.token}))
-            except BaseException:
-                await conn.close()
-                raise
+        # A first frame at once (see Client: server.handshake_timeout_seconds).
+        first = {"op": "auth", "token": self.token} if self.token is not None else {"op": "health"}
+        try:
+            result(await self._send(conn, first))
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     async def _current(self) -> _Connection:

@@ -90,8 +90,13 @@ class Client:
         self._ready: dict[int | None, dict[str, Any]] = {}
         self._broken = False
         try:
+            # A first frame at once: the server closes a connection that has sent no
+            # complete frame within server.handshake_timeout_seconds, and a client may
+            # well connect long before its first request.
             if self.token is not None:
                 self.call("auth", token=self.token)
+            else:
+                self.call("health")
             for region in self.regions.values():  # regions belong to a connection
                 self.call("shm_register", name=region.name, key=region.key, size=region.size)
         except BaseException:
@@ -127,6 +132,8 @@ class Client:
                 return self._ready.pop(rid)
             if rid is None and self._ready:
                 return self._ready.pop(next(iter(self._ready)))
+            if None in self._ready:  # about the connection itself (a limit): it closes
+                return self._ready.pop(None)
             data = self.sock.recv(1 << 20)
             if not data:
                 self._broken = True
