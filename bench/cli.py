@@ -90,7 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="closed loop: connections sharing the requests in flight (default: one "
-        "per request in flight); open loop: connections the requests go round (default 1)",
+        "per request in flight, at most 64); open loop: connections the requests go round "
+        "(default 1)",
     )
     p.add_argument(
         "--rate", type=_floats, default=None, help="open loop instead: requests/s, a comma list"

@@ -18,6 +18,11 @@ from .serverside import ServerWatch
 from .shmload import InputRegion
 from .target import Target, call_ok
 
+# Closed loop without --connections: one connection per request in flight up to this
+# many, then they share (pipelined). A server accepts server.max_connections (256 by
+# default) per listener, and other clients need some.
+DEFAULT_MAX_CONNECTIONS = 64
+
 
 @dataclass
 class Request:
@@ -43,7 +48,7 @@ class Load:
     poisson: bool = False
     duration_s: float = 5.0
     warmup_s: float = 1.0
-    connections: int = 0  # closed loop: 0 = one connection per request in flight
+    connections: int = 0  # closed loop: 0 = one per request in flight, at most 64
     max_inflight: int = 4096  # open loop
     seed: int = 0
 
@@ -117,7 +122,8 @@ def measure(
     }
     if mode == "closed":
         c = int(value)
-        r = closed_loop(target, tpl, concurrency=c, connections=load.connections or c, **common)
+        conns = load.connections or min(c, DEFAULT_MAX_CONNECTIONS)
+        r = closed_loop(target, tpl, concurrency=c, connections=conns, **common)
     else:
         r = open_loop(
             target,
