@@ -67,6 +67,7 @@ class Connection(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.frontend.received_bytes += nbytes
         service = self.frontend.dispatcher.service
         for i, body in enumerate(self.reader.buffer_updated(nbytes), 1):
             if self.closed:
@@ -146,6 +147,7 @@ class Connection(asyncio.BufferedProtocol):
         t = self.transport
         if out and t is not None and not t.is_closing():
             t.writelines(out)
+            self.frontend.sent_bytes += sum(map(len, out))
 
     def request_done(self) -> None:
         self.inflight -= 1
