@@ -5,7 +5,9 @@ histograms, the supervisor's per-position worker figures) into metric families a
 scrape time; nothing on the request path touches prometheus_client. The families,
 their labels and meaning are listed in docs/metrics.md. `MetricsProtocol` is the
 small HTTP/1.0 responder of the `[server] metrics` listener until the HTTP layer
-serves it.
+serves it: GET /metrics, and the probes a load balancer reads: /healthz (200 while
+the process serves) and /readyz (200 exactly when the `health` op answers ready,
+else 503).
 """
 
 from __future__ import annotations
@@ -244,10 +246,15 @@ MAX_HEAD = 8192
 
 
 class MetricsProtocol(asyncio.Protocol):
-    """HTTP/1.0, one request per connection: GET /metrics (any Accept)."""
+    """HTTP/1.0, one request per connection: GET /metrics (any Accept), /healthz, /readyz."""
 
-    def __init__(self, exposition: Callable[[str | None], tuple[str, bytes]]) -> None:
+    def __init__(
+        self,
+        exposition: Callable[[str | None], tuple[str, bytes]],
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.exposition = exposition
+        self.ready = ready
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
@@ -273,9 +280,15 @@ class MetricsProtocol(asyncio.Protocol):
             name, _, value = ln.partition(":")
             if name.strip().lower() == "accept":
                 accept = value.strip()
-        if len(request) >= 2 and request[0] == "GET" and request[1].split("?")[0] == "/metrics":
+        path = request[1].split("?")[0] if len(request) >= 2 and request[0] == "GET" else ""
+        if path == "/metrics":
             content_type, body = self.exposition(accept)
             status = b"200 OK"
+        elif path == "/healthz" or (path == "/readyz" and self.ready()):
+            content_type, body, status = "text/plain", b"ok\n", b"200 OK"
+        elif path == "/readyz":
+            content_type, body = "text/plain", b"not ready\n"
+            status = b"503 Service Unavailable"
         else:
             content_type, body = "text/plain", b"not found: GET /metrics\n"
             status = b"404 Not Found"
