@@ -187,12 +187,21 @@ class Connection(asyncio.BufferedProtocol):
                 )
             self.reply(wire.ok(rid, **handler(self, msg)))
         except ProtocolError as exc:
+            if not self.authenticated and exc.code != E.UNAUTHENTICATED:
+                # Before `auth`, a frame that is not one (not even valid msgpack) ends the
+                # connection: otherwise garbage frames would hold it open forever.
+                exc = ProtocolError(
+                    E.UNAUTHENTICATED, f"expected 'auth' first on TCP; this frame: {exc.message}"
+                )
+                self.close_after_reply = True
             self.reply(wire.error(rid, exc.code, exc.message))
             if self.close_after_reply:
                 self.close()
         except Exception as exc:  # a bug must not cost other clients their server
             self.frontend.log(f"internal error handling a request: {exc!r}")
             self.reply(wire.error(rid, E.INTERNAL, f"{type(exc).__name__}: {clip(str(exc))}"))
+            if not self.authenticated:
+                self.close()
 
     def authenticate(self, token: Any) -> None:
         want = self.frontend.settings.auth_token
