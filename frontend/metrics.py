@@ -1,11 +1,7 @@
-"""Prometheus text exposition over HTTP (`server.metrics`), built from the `stats` op.
-
-A deliberately small HTTP/1.0 responder on the same loop: GET /metrics only.
-"""
+"""Prometheus text exposition of the `stats` figures (served by http/probes.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -76,30 +72,3 @@ def render(stats: dict[str, Any]) -> str:
         )
     metric("connections", "gauge", "Open client connections.", [({}, stats.get("connections", 0))])
     return "\n".join(lines) + "\n"
-
-
-class MetricsProtocol(asyncio.Protocol):
-    def __init__(self, stats: Stats) -> None:
-        self.stats = stats
-        self.buf = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.buf += data
-        if b"\r\n\r\n" not in self.buf and b"\n\n" not in self.buf:
-            if len(self.buf) > 8192:
-                self.transport.close()
-            return
-        line = self.buf.split(b"\n", 1)[0].decode("latin-1").split()
-        if len(line) >= 2 and line[0] == "GET" and line[1].split("?")[0] == "/metrics":
-            body = render(self.stats()).encode()
-            head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-        else:
-            body = b"not found: GET /metrics\n"
-            head = b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
-        self.transport.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        self.transport.close()

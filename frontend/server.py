@@ -14,7 +14,10 @@ from ringserve.ipc.errors import ProtocolError
 
 from .connection import Connection
 from .dispatch import Dispatcher
-from .metrics import MetricsProtocol
+from .http.probes import add_probes
+from .http.protocol import HttpConnection
+from .http.router import Router
+from .metrics import render
 from .regions import Regions
 from .registry import Registry
 from .settings import FrontendSettings
@@ -43,6 +46,10 @@ class Frontend:
             "shm_register": self._shm_register,
             "shm_unregister": self._shm_unregister,
         }
+        self.metrics_router = Router()
+        add_probes(self.metrics_router, self)
+        self.http_router = Router()
+        add_probes(self.http_router, self)
 
     def apply_settings(self, settings: FrontendSettings) -> None:
         """A reload: new limits for new requests and connections; listeners stay."""
@@ -84,12 +91,21 @@ class Frontend:
                 lambda: Connection(self, "unix"), sock=unix_sock
             )
             self.servers.append(("unix", srv))
-        if s.metrics:
-            host, _, port = s.metrics.rpartition(":")
-            srv = await self.loop.create_server(
-                lambda: MetricsProtocol(self.stats_snapshot), host.strip("[]"), int(port)
-            )
-            self.servers.append(("metrics", srv))
+        # The metrics listener speaks the same HTTP as `http`, with only the probes and
+        # metrics routes: a host without the REST API still has readiness for a balancer.
+        for kind, where, router in (
+            ("http", s.http, self.http_router),
+            ("metrics", s.metrics, self.metrics_router),
+        ):
+            if where:
+                host, _, port = where.rpartition(":")
+                srv = await self.loop.create_server(
+                    lambda kind=kind, router=router: HttpConnection(self, router, kind),  # type: ignore[misc]
+                    host.strip("[]"),
+                    int(port),
+                    backlog=1024,
+                )
+                self.servers.append((kind, srv))
 
     def bound(self) -> dict[str, str]:
         out = {}
@@ -124,6 +140,10 @@ class Frontend:
     def _metadata(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
         model, v = self.registry.lookup(msg)
         return {"model": model.name, "version": v.number, "signatures": v.signatures}
+
+    def metrics_exposition(self, accept: str | None) -> tuple[str, bytes]:
+        """(content type, body) of the metrics page; `accept` is the scraper's header."""
+        return "text/plain; version=0.0.4; charset=utf-8", render(self.stats_snapshot()).encode()
 
     def _stats(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
         return self.stats_snapshot()

@@ -20,6 +20,8 @@ class FrontendSettings:
     unix: str = ""
     unix_mode: int = 0o660
     metrics: str = ""
+    http: str = ""
+    http_idle_timeout_seconds: float = 75.0
     max_frame_bytes: int = 256 * 1024 * 1024
     auth_token: str | None = None
     max_inflight_per_connection: int = 1024

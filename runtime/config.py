@@ -89,6 +89,8 @@ class ServerConfig:
     unix_mode: int = 0o660
     max_frame_bytes: int = 256 * 1024 * 1024
     metrics: str = ""
+    http: str = ""
+    http_idle_timeout_seconds: float = 75.0
     auth_token_file: str = ""
     name: str = "default"
     ring_bytes: int = 64 * 1024 * 1024
@@ -184,7 +186,7 @@ def _server(v: _V, raw: Any) -> ServerConfig:
     t = v.table("server", raw, _SERVER_KEYS)
     d = ServerConfig()
     out: dict[str, Any] = {}
-    for k in ("tcp", "metrics"):
+    for k in ("tcp", "metrics", "http"):
         if k in t:
             out[k] = _hostport(v, f"server.{k}", t[k])
     if "unix" in t:
@@ -218,6 +220,7 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         "heartbeat_timeout_seconds",
         "version_poll_seconds",
         "worker_start_timeout_seconds",
+        "http_idle_timeout_seconds",
     ):
         if k in t:
             out[k] = v.num(f"server.{k}", t[k], 0.0)

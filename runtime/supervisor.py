@@ -69,6 +69,8 @@ def frontend_settings(cfg: Config) -> FrontendSettings:
         unix=s.unix,
         unix_mode=s.unix_mode,
         metrics=s.metrics,
+        http=s.http,
+        http_idle_timeout_seconds=s.http_idle_timeout_seconds,
         max_frame_bytes=s.max_frame_bytes,
         auth_token=token,
         max_inflight_per_connection=s.max_inflight_per_connection,
@@ -563,6 +565,7 @@ class Supervisor:
                 "max_frame_bytes",
                 "auth_token_file",
                 "metrics",
+                "http",
             )
             if getattr(old.server, k) != getattr(new.server, k)
         ]
