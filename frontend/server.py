@@ -16,6 +16,7 @@ from .connection import Connection
 from .dispatch import Dispatcher
 from .http.probes import add_probes
 from .http.protocol import HttpConnection
+from .http.rest import add_rest
 from .http.router import Router
 from .metrics import render
 from .regions import Regions
@@ -50,6 +51,7 @@ class Frontend:
         add_probes(self.metrics_router, self)
         self.http_router = Router()
         add_probes(self.http_router, self)
+        add_rest(self.http_router, self)
 
     def apply_settings(self, settings: FrontendSettings) -> None:
         """A reload: new limits for new requests and connections; listeners stay."""

@@ -12,6 +12,7 @@ class ModelSettings:
     max_batch_size: int = 0  # 0: no server-side batching
     batch_timeout_us: int = 0
     allowed_batch_sizes: tuple[int, ...] = ()
+    version_labels: tuple[tuple[str, int], ...] = ()  # TF Serving's labels: REST /labels/{l}
 
 
 @dataclass(frozen=True)

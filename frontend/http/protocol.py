@@ -217,6 +217,17 @@ class HttpConnection(asyncio.Protocol):
         if not req.keep_alive:
             self._closing = True
 
+    # ---- the dispatcher's Replier (REST predict) ------------------------------------
+    def reply(self, msg: dict[str, Any], large: bool = False) -> None:
+        """A predict's outcome from the dispatcher; rest.py turns it into the response.
+        Output data may be a view of a worker's ring: it is converted before returning."""
+        done = self.waiting.pop(msg.get("id"), None)  # type: ignore[arg-type]
+        if done is not None and not self.closed:
+            done(msg)
+
+    def request_done(self) -> None:
+        """Flow control counts the pipeline, which the response itself shortens."""
+
     # ---- replies -------------------------------------------------------------------
     def respond(self, req: Request, resp: Response) -> None:
         if req.response is not None or self.closed:
