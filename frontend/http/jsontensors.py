@@ -56,7 +56,7 @@ def to_array(value: Any, dtype: str, field: str, max_elements: int) -> np.ndarra
     shape = shape_of(value, field, max_elements)
     if dtype == STRING:
         flat: list[bytes] = []
-        _strings(value, flat, field)
+        _strings(value, flat, field, len(shape))
         out = np.empty(len(flat), dtype=object)
         out[:] = flat
         try:
@@ -72,10 +72,12 @@ def to_array(value: Any, dtype: str, field: str, max_elements: int) -> np.ndarra
     return a
 
 
-def _strings(x: Any, out: list[bytes], field: str) -> None:
+def _strings(x: Any, out: list[bytes], field: str, depth: int) -> None:
     if type(x) is list:
+        if depth <= 0:  # deeper than the first elements said: ragged
+            raise _bad(field, "a rectangular list of strings", x)
         for y in x:
-            _strings(y, out, field)
+            _strings(y, out, field, depth - 1)
     elif type(x) is str:
         out.append(x.encode())
     elif is_b64(x) and type(x["b64"]) is str:

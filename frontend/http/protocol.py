@@ -249,7 +249,7 @@ class HttpConnection(asyncio.Protocol):
         if not req.head_only:
             head.append(resp.body)
         req.response = b"".join(head)
-        if req is self.pipeline[0]:
+        if self.pipeline and req is self.pipeline[0]:
             self._flush()
 
     def _flush(self) -> None:
