@@ -40,6 +40,11 @@ import numpy as np
 from ringserve.runtime.launch import ServerProcess, free_port
 
 HERE = Path(__file__).resolve().parent
+BATCHING = """
+  [models.batching]
+  max_batch_size = 32
+  batch_timeout_us = 1000
+"""
 CLIENT_BOUND = 0.7  # of the load generator's ceiling
 
 NULL_SERVER = r"""
@@ -196,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     p.add_argument("--repeat", type=int, default=3, help="runs of each; medians reported")
     p.add_argument("--concurrency", default="1,32")
+    p.add_argument(
+        "--no-batching-rows",
+        action="store_true",
+        help="skip the second ringserve with [models.batching] (max_batch_size 32)",
+    )
     B.add_output_args(p)
     args = p.parse_args(argv)
     if args.quick:
@@ -210,20 +220,23 @@ def main(argv: list[str] | None = None) -> int:
     rest_req = http_request("/v1/models/demo:predict", json_body)
     mp_req = msgpack_request(x)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    http_port, fa_port, null_port = free_port(), free_port(), free_port()
+    http_port, fa_port, null_port, bhttp_port = free_port(), free_port(), free_port(), free_port()
     log = open(root / "servers.log", "wb")
-    srv = ServerProcess(
-        f'[[models]]\nname = "demo"\nbase_path = "{vdir.parent}"\n',
-        f'http = "127.0.0.1:{http_port}"',
-        env=env,
-        stderr=log,
-    )
+    model = f'[[models]]\nname = "demo"\nbase_path = "{vdir.parent}"\n'
+    srv = ServerProcess(model, f'http = "127.0.0.1:{http_port}"', env=env, stderr=log)
+    batched = None
+    if not args.no_batching_rows:
+        batched = ServerProcess(
+            model + BATCHING, f'http = "127.0.0.1:{bhttp_port}"', env=env, stderr=log
+        )
     fastapi = null = None
     floor_child = None
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     floor: list[dict[str, Any]] = []
     try:
         srv.start()
+        if batched is not None:
+            batched.start()
         fastapi = subprocess.Popen(
             [sys.executable, str(HERE / "fastapi_mlp.py"), str(fa_port)],
             env={**env, "MODEL_DIR": str(vdir)},
@@ -245,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
             ("FastAPI JSON", "http", fa_port, http_request("/v1/models/demo:predict", json_body)),
             ("null HTTP (client ceiling)", "http", null_port, rest_req),
         ]
+        if batched is not None:
+            targets += [
+                ("msgpack tcp, batching", "msgpack", batched.port, mp_req),
+                ("REST JSON, batching", "http", bhttp_port, rest_req),
+            ]
         for _ in range(args.repeat):  # interleaved: every target sees the same noise
             floor.append(floor_child.time("demo", npy, n=300 if args.quick else 2000))
             for name, kind, port, req in targets:
@@ -257,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             if proc is not None:
                 _stop(proc)
         srv.stop()
+        if batched is not None:
+            batched.stop()
         log.close()
     med = {k: B.median_dicts(v) for k, v in rows.items()}
     floor_p50 = B.median(f["p50_us"] for f in floor)
@@ -284,8 +304,9 @@ def report(
         *B.machine_lines(info),
         "",
         "Demo MLP, batch 1, closed loop, one keep-alive connection per request in flight. "
-        "ringserve: one worker (intra/inter 1), no batching; FastAPI: uvicorn, one process, "
-        "TensorFlow's default threads.",
+        "ringserve: one worker (intra/inter 1), no batching (the rows marked batching: "
+        "a second server with [models.batching] max_batch_size 32, batch_timeout_us 1000); "
+        "FastAPI: uvicorn, one process, TensorFlow's default threads.",
         f"In-process TensorFlow call (the floor): p50 {B.fmt(floor_p50)} us.",
         "",
     ]
@@ -332,6 +353,13 @@ def report(
             f"(target >= 3: {'met' if r32 >= 3 else 'NOT met'}); REST / msgpack = "
             f"{ratio(rest['req_s'], med[('msgpack tcp', 32)]['req_s'])}."
         )
+        b = med.get(("REST JSON, batching", 32))
+        if b is not None:
+            lines.append(
+                f"- c=32 with batching: REST req/s / FastAPI req/s = "
+                f"{ratio(b['req_s'], fa['req_s'])}; REST / msgpack (both batching) = "
+                f"{ratio(b['req_s'], med[('msgpack tcp, batching', 32)]['req_s'])}."
+            )
     lines += [f"- {f}" for f in flags] or ["- No target ran above 70% of the client's ceiling."]
     if errors:
         lines.append(f"- {errors} requests failed: the figures are not valid.")
