@@ -13,6 +13,7 @@ while nothing of it is in flight, or takes that long to send one request, is clo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,10 @@ class HttpConnection(asyncio.Protocol):
         self._write_paused = False
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # What the frontend's drain looks at on every connection (time.monotonic()).
+        self.last_active = 0.0
+        self.told_stopping = 0.0
+        self.half_closed_at = 0.0
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -108,10 +113,16 @@ class HttpConnection(asyncio.Protocol):
         self._write_paused = False
         self._update_reading()
 
+    @property
+    def inflight(self) -> int:
+        """Requests read and not yet answered."""
+        return len(self.pipeline)
+
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # a refused request: nothing after it is read
         self._last = self.loop.time()
+        self.last_active = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -232,6 +243,17 @@ class HttpConnection(asyncio.Protocol):
     def respond(self, req: Request, resp: Response) -> None:
         if req.response is not None or self.closed:
             return
+        if (
+            getattr(self.frontend, "draining", False)
+            and req.keep_alive
+            and self.pipeline
+            and req is self.pipeline[-1]
+        ):
+            # A draining server tells each client to reconnect (elsewhere) after its
+            # last reply owed; nothing sent after that is read.
+            req.keep_alive = False
+            self._closing = True
+            self.told_stopping = self.told_stopping or time.monotonic()
         close = not req.keep_alive
         head = [
             _status_line(resp.status),
@@ -320,6 +342,11 @@ class HttpConnection(asyncio.Protocol):
         else:
             wait = self._last + self.idle_timeout - now
         self._timer = self.loop.call_later(max(0.05, wait), self._check_idle)
+
+    def close_idle(self) -> None:
+        """Draining, nothing in flight: close (a client sees EOF between requests)."""
+        if not self.pipeline:
+            self.close()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
