@@ -31,7 +31,16 @@ def _named(v: Any) -> bool:
     return type(v) is dict and not is_b64(v)
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
+def parse_body(body: bytes, max_values: int) -> dict[str, Any]:
+    """`max_values` bounds the JSON values, counted (as commas, an upper bound) before
+    parsing: a value costs Python tens of bytes, so the objects parsing creates stay
+    within a small multiple of the body's size."""
+    values = body.count(b",") + 1
+    if values > max_values:
+        raise _err(
+            f"body: expected at most {max_values} JSON values (max_frame_bytes / 8), "
+            f"received about {values}"
+        )
     try:
         req = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

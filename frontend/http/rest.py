@@ -101,7 +101,7 @@ class RestApi:
         version = self._version(target)
         model = fe.registry.model(target.model)
         v = model.resolve(version)
-        body = predict.parse_body(req.body)
+        body = predict.parse_body(req.body, max(1, fe.settings.max_frame_bytes // 8))
         sig_name = predict.signature_name(body)
         sig = v.signatures.get(sig_name)
         if sig is None:
