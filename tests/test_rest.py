@@ -259,6 +259,8 @@ def test_errors_as_tf_serving_sends_them(rest: Rest) -> None:
         (b'{"instances": [["a", "b"]]}', 400, "inputs.x"),
         (b'{"signature_name": "nope", "instances": [[1.0]]}', 400, "signature_name"),
         (b'{"instances": ' + b"[" * 40 + b"1" + b"]" * 40 + b"}", 400, "rank"),
+        # 140k values in 280 KB: over max_frame_bytes / 8, refused before parsing.
+        (b'{"instances": [' + b"0," * 140_000 + b"0]}", 400, "JSON values"),
     ]
     for body, status, needle in cases:
         r = requests.post(rest.url + url, data=body, timeout=30)
