@@ -230,7 +230,7 @@ def test_rest_and_msgpack_share_batching_and_deadlines(rest: Rest) -> None:
     assert after["success"] - before["success"] == len(xs)  # the same dispatcher counted them
     assert after["batches"] > before["batches"]
     # A deadline (ringserve's timeout_ms extension) passes while a slow request runs.
-    slow = {"inputs": {"x": [[1.0, 1.0, 1.0, 1.0]], "n": 300_000}}
+    slow = {"inputs": {"x": [[1.0, 1.0, 1.0, 1.0]], "n": 100_000}}
     busy = threading.Thread(target=post, args=(rest, "/v1/models/slow:predict", slow))
     busy.start()
     try:
