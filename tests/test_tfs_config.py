@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +317,15 @@ def test_serve_with_tf_serving_flags(model_root: Path, tmp_path: Path) -> None:
             )
             assert out["sum"].tolist() == [[2, 2, 2]]
             assert {m["name"] for m in c.models()} == {"lin", "viaconfig"}
+            # SIGHUP reads the files again, with the same flags.
+            mc.write_text(
+                mc.read_text().replace(
+                    "} }", f"}} config {{ name: 'added' base_path: '{model_root / 'linear'}' }} }}"
+                )
+            )
+            assert srv.proc is not None
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 60
+            while "added" not in {m["name"] for m in c.models()}:
+                assert time.monotonic() < deadline, "the reload did not add the model"
+                time.sleep(0.05)
