@@ -116,11 +116,15 @@ class RestApi:
         cid = conn.next_id
 
         def done(msg: dict[str, Any]) -> None:
+            # Called once per predict: whatever goes wrong here, the request is answered.
             if msg.get("ok"):
                 try:
                     out = Response(HTTPStatus.OK, predict.render(fmt, msg["outputs"]))
                 except ProtocolError as exc:
                     out = failure(exc.code, exc.message)
+                except Exception as exc:
+                    fe.log(f"internal error writing a predict reply: {exc!r}")
+                    out = failure(E.INTERNAL, f"writing the reply: {type(exc).__name__}: {exc}")
             else:
                 err = msg["error"]
                 out = failure(err["code"], err["message"])
