@@ -110,6 +110,15 @@ def test_half_plus_two_documented_example(rest: Rest) -> None:
         np.testing.assert_array_equal(np.array(got.json()["predictions"], np.float32), want)
     cols = post(rest, "/v1/models/half_plus_two:predict", {"inputs": {"x": [1.0, 2.0]}})
     assert cols.json() == {"outputs": [2.5, 3.0]}
+    # Over 1 KiB curl asks `Expect: 100-continue` before sending the body.
+    many = [float(i) for i in range(400)]
+    r = curl(
+        "-d",
+        json.dumps({"instances": many}),
+        f"http://127.0.0.1:{rest.port}/v1/models/half_plus_two:predict",
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"predictions": [x * 0.5 + 2.0 for x in many]}
 
 
 def test_status_and_metadata(rest: Rest) -> None:
