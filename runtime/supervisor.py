@@ -79,6 +79,11 @@ def frontend_settings(cfg: Config) -> FrontendSettings:
         worker_inflight=s.worker_inflight,
         default_timeout_ms=s.default_timeout_ms,
         max_spin_us=s.max_spin_us,
+        max_connections=s.max_connections,
+        max_frame_bytes_before_auth=s.max_frame_bytes_before_auth,
+        handshake_timeout_seconds=s.handshake_timeout_seconds,
+        frame_timeout_seconds=s.frame_timeout_seconds,
+        max_tensor_rank=s.max_tensor_rank,
         models=tuple(model_settings(m) for m in cfg.models),
     )
 
@@ -571,6 +576,7 @@ class Supervisor:
                 "name",
                 "ring_bytes",
                 "max_frame_bytes",
+                "max_frame_bytes_before_auth",
                 "auth_token_file",
                 "metrics",
                 "http",
