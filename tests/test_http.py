@@ -37,7 +37,8 @@ def srv(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         toml,
         f'http = "127.0.0.1:{http}"\nmetrics = "127.0.0.1:{metrics}"\n'
         "http_idle_timeout_seconds = 1.5\nmax_frame_bytes = 65536\n"
-        "version_poll_seconds = 0.2\nring_bytes = 1048576\nmax_inflight_per_connection = 8",
+        "version_poll_seconds = 0.2\nring_bytes = 1048576\nmax_inflight_per_connection = 8\n"
+        "max_connections = 6",
         wait_ready=False,
     )
     proc.start()
@@ -157,3 +158,32 @@ def test_idle_timeout(srv: Srv) -> None:
         status, _, _ = h.response()
         assert status == 408
         assert h.closed_within(10)
+
+
+def test_connection_cap(srv: Srv) -> None:
+    held = [RawHttp(srv.metrics) for _ in range(6)]
+    try:
+        for h in held:  # each is open and counted once it has an answer
+            h.send(get("/healthz"))
+            assert h.response()[0] == 200
+        with RawHttp(srv.metrics) as extra:
+            status, _, body = extra.response()
+            assert status == 503 and b"max_connections" in body
+            assert extra.closed_within(5)
+        with RawHttp(srv.http) as other:  # each listener has its own places
+            other.send(get("/healthz"))
+            assert other.response()[0] == 200
+    finally:
+        for h in held:
+            h.close()
+    deadline = time.monotonic() + 30
+    while True:  # the places come back once the server sees the closes
+        with RawHttp(srv.metrics) as h:
+            try:
+                h.send(get("/healthz"))
+                if h.response()[0] == 200:
+                    break
+            except (ConnectionError, OSError):
+                pass
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

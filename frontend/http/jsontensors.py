@@ -20,9 +20,6 @@ import numpy as np
 from ringserve.ipc.errors import INVALID_ARGUMENT, ProtocolError
 from ringserve.ipc.tensors import NUMPY, STRING, byte_view
 
-# Deepest nesting accepted in a JSON tensor (TensorFlow's own limit is 254).
-MAX_RANK = 32
-
 
 def _bad(field: str, expected: str, value: Any) -> ProtocolError:
     text = repr(value)
@@ -35,14 +32,18 @@ def is_b64(v: Any) -> bool:
     return type(v) is dict and len(v) == 1 and "b64" in v
 
 
-def shape_of(value: Any, field: str, max_elements: int) -> list[int]:
+def shape_of(value: Any, field: str, max_elements: int, max_rank: int) -> list[int]:
     """The shape the first elements imply; numpy checks the rest is not ragged."""
     shape: list[int] = []
     x = value
     while type(x) is list:
         shape.append(len(x))
-        if len(shape) > MAX_RANK:
-            raise _bad(f"{field}.shape", f"a rank of at most {MAX_RANK}", f"rank {len(shape)}+")
+        if len(shape) > max_rank:
+            raise _bad(
+                f"{field}.shape",
+                f"a rank of at most {max_rank} (max_tensor_rank)",
+                f"rank {len(shape)}+",
+            )
         if not x:
             break
         x = x[0]
@@ -52,8 +53,10 @@ def shape_of(value: Any, field: str, max_elements: int) -> list[int]:
     return shape
 
 
-def to_array(value: Any, dtype: str, field: str, max_elements: int) -> np.ndarray[Any, Any]:
-    shape = shape_of(value, field, max_elements)
+def to_array(
+    value: Any, dtype: str, field: str, max_elements: int, max_rank: int
+) -> np.ndarray[Any, Any]:
+    shape = shape_of(value, field, max_elements, max_rank)
     if dtype == STRING:
         flat: list[bytes] = []
         _strings(value, flat, field, len(shape))

@@ -58,7 +58,7 @@ def signature_name(req: dict[str, Any]) -> str:
 
 
 def inputs(
-    req: dict[str, Any], spec: dict[str, Any], max_elements: int
+    req: dict[str, Any], spec: dict[str, Any], max_elements: int, max_rank: int
 ) -> tuple[str, dict[str, Any]]:
     """(format, wire inputs) for the dispatcher; `spec` is the signature's inputs."""
     has_rows, has_cols = "instances" in req, "inputs" in req
@@ -78,7 +78,8 @@ def inputs(
         if want is None:
             raise _err(f"inputs: unknown {name[:80]!r}; expected {names}")
         field = f"inputs.{name}"
-        out[name] = to_wire(to_array(value, want["dtype"], field, max_elements), want["dtype"])
+        a = to_array(value, want["dtype"], field, max_elements, max_rank)
+        out[name] = to_wire(a, want["dtype"])
     return fmt, out
 
 

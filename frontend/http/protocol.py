@@ -64,6 +64,7 @@ class HttpConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.regions = None  # a dispatcher Replier: HTTP has no shared-memory regions
         self.closed = False
+        self.counted = False  # holds one of its listener's max_connections places
         self.pipeline: deque[Request] = deque()  # in arrival order; replies leave so
         self.waiting: dict[int, Any] = {}  # predict id -> reply callback (rest.py)
         self.next_id = 0
@@ -90,13 +91,30 @@ class HttpConnection(asyncio.Protocol):
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.frontend.connections.add(self)
+        fe = self.frontend
+        cap = fe.settings.max_connections
+        if fe.open_count.get(self.kind, 0) >= cap:
+            # As on the msgpack listeners: refused before anything is read.
+            self.counted = False
+            self._refuse(
+                error(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"max_connections: {cap} connections already open on the {self.kind} listener",
+                )
+            )
+            return
+        fe.open_count[self.kind] = fe.open_count.get(self.kind, 0) + 1
+        self.counted = True
+        fe.connections.add(self)
         self._last = self.loop.time()
         if self.idle_timeout > 0:
             self._timer = self.loop.call_later(self.idle_timeout, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.counted:
+            self.counted = False
+            self.frontend.open_count[self.kind] -= 1
         self.frontend.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()

@@ -110,7 +110,9 @@ class RestApi:
                 f"signature_name: model {model.name!r} version {v.number} has signatures "
                 f"{sorted(v.signatures)}, received {sig_name[:80]!r}",
             )
-        fmt, inputs = predict.inputs(body, sig["inputs"], max(1, len(req.body)))
+        fmt, inputs = predict.inputs(
+            body, sig["inputs"], max(1, len(req.body)), fe.settings.max_tensor_rank
+        )
         conn: HttpConnection = req.conn
         conn.next_id += 1
         cid = conn.next_id
