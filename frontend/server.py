@@ -21,7 +21,7 @@ from .http.protocol import HttpConnection
 from .http.rest import add_rest
 from .http.router import Router
 from .limits import LimitLog, Watchdog
-from .metrics import render
+from .metrics import Exposition
 from .regions import Regions
 from .registry import Registry
 from .settings import FrontendSettings
@@ -51,6 +51,10 @@ class Frontend:
         self.draining = False
         self._drain = Drain(self)
         self.extra_stats: Callable[[], dict[str, Any]] = dict
+        # Bytes read from and written to client connections (connection.py).
+        self.received_bytes = 0
+        self.sent_bytes = 0
+        self._exposition = Exposition(self.stats_snapshot)
         self.ops: dict[str, Op] = {
             "health": self._health,
             "models": self._models,
@@ -185,12 +189,13 @@ class Frontend:
         model, v = self.registry.lookup(msg)
         return {"model": model.name, "version": v.number, "signatures": v.signatures}
 
-    def metrics_exposition(self, accept: str | None) -> tuple[str, bytes]:
-        """(content type, body) of the metrics page; `accept` is the scraper's header."""
-        return "text/plain; version=0.0.4; charset=utf-8", render(self.stats_snapshot()).encode()
-
     def _stats(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
         return self.stats_snapshot()
+
+    def metrics_exposition(self, accept: str | None) -> tuple[str, bytes]:
+        """/metrics: (content type, body); OpenMetrics when `accept` asks for it.
+        Runs on the loop: one snapshot and one encode (docs/metrics.md)."""
+        return self._exposition.render(accept)
 
     def stats_snapshot(self) -> dict[str, Any]:
         d = self.dispatcher
@@ -202,13 +207,37 @@ class Frontend:
             models[name] = {
                 **st.as_dict(),
                 "queue_depth": sum(d.queued(v) for v in m.versions.values()),
+                "versions": {
+                    str(n): {
+                        **v.metrics.as_dict(),
+                        "queue_depth": d.queued(v),
+                        "inflight": d.inflight(v),
+                    }
+                    for n, v in sorted(m.versions.items())
+                },
             }
         return {
             "models": models,
             "workers": d.workers_hook(),
             "connections": len(self.connections),
+            "frontend": self._own_figures(),
             "limits": dict(self.limit_log.hits),
             **self.extra_stats(),
+        }
+
+    def _own_figures(self) -> dict[str, Any]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+        kinds: dict[str, int] = {"tcp": 0, "unix": 0}
+        for c in self.connections:
+            kinds[c.kind] = kinds.get(c.kind, 0) + 1
+        return {
+            "cpu_user_seconds": ru.ru_utime,
+            "cpu_system_seconds": ru.ru_stime,
+            "voluntary_ctx_switches": ru.ru_nvcsw,
+            "involuntary_ctx_switches": ru.ru_nivcsw,
+            "connections": kinds,
+            "received_bytes": self.received_bytes,
+            "sent_bytes": self.sent_bytes,
         }
 
     def _auth(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
