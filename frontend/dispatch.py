@@ -19,6 +19,7 @@ import numpy as np
 from ringserve.ipc import errors as E
 from ringserve.ipc import wake
 from ringserve.ipc.errors import ProtocolError
+from ringserve.ipc.fdslice import FdSlice
 from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
 from ringserve.ipc.tensors import (
     STRING,
@@ -353,8 +354,8 @@ class Dispatcher:
                     E.INVALID_ARGUMENT, f"{field}: string outputs cannot go to shared memory"
                 )
             region = conn.regions.get(field, ref)
-            region.slice(field, ref, None)
-            out[name] = (region, ref.get("offset", 0), ref["size"])
+            off, size = region.check(field, ref, None)
+            out[name] = (region, off, size)
         return out
 
     # ---- scheduling ----------------------------------------------------------------
@@ -519,7 +520,19 @@ class Dispatcher:
         for p, _, _ in job.parts:
             p.running = True  # tensors are kept: a retry after a crash needs them
         link.inflight[rid] = job
+        self._check_region_reads(job)
         return True
+
+    def _check_region_reads(self, job: Job) -> None:
+        """A request whose client region shrank under it read short (zeros in the
+        ring, never SIGBUS): answer it now; its rows of the batch are computed and
+        dropped, the other requests of the batch are not affected."""
+        for p, _, _ in job.parts:
+            for t in p.tensors:
+                data = t[3]
+                if type(data) is FdSlice and data.short is not None:
+                    self._fail(p, E.FAILED_PRECONDITION, data.describe_short())
+                    break
 
     # ---- completions ---------------------------------------------------------------
     def _start_polling(self) -> None:
@@ -665,7 +678,11 @@ class Dispatcher:
                         f"{list(a.shape)}, received {size}",
                     )
                     return
-                region.view[off : off + a.nbytes] = byte_view(a)
+                try:
+                    region.write(f"output_shm.{name}", off, a)
+                except ProtocolError as exc:
+                    self._fail(p, exc.code, exc.message)
+                    return
                 ref = {"region": region.name, "offset": off, "size": a.nbytes}
                 wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "shm": ref}
                 continue

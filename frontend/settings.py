@@ -26,4 +26,6 @@ class FrontendSettings:
     worker_inflight: int = 2
     default_timeout_ms: int = 0
     max_spin_us: int = 1000
+    max_regions_per_connection: int = 64
+    max_region_bytes_per_connection: int = 1 << 30
     models: tuple[ModelSettings, ...] = field(default_factory=tuple)

@@ -100,6 +100,8 @@ class ServerConfig:
     version_poll_seconds: float = 5.0
     worker_start_timeout_seconds: float = 120.0
     max_spin_us: int = 1000
+    max_regions_per_connection: int = 64
+    max_region_bytes_per_connection: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,8 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         "worker_inflight": 1,
         "default_timeout_ms": 0,
         "max_spin_us": 0,
+        "max_regions_per_connection": 0,
+        "max_region_bytes_per_connection": 0,
     }
     for k, lo in ints.items():
         if k in t:

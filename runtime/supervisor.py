@@ -75,6 +75,8 @@ def frontend_settings(cfg: Config) -> FrontendSettings:
         worker_inflight=s.worker_inflight,
         default_timeout_ms=s.default_timeout_ms,
         max_spin_us=s.max_spin_us,
+        max_regions_per_connection=s.max_regions_per_connection,
+        max_region_bytes_per_connection=s.max_region_bytes_per_connection,
         models=tuple(model_settings(m) for m in cfg.models),
     )
 
