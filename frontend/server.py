@@ -28,6 +28,7 @@ class Frontend:
         self.loop = loop
         self.registry = Registry(settings.models)
         self.dispatcher = Dispatcher(settings, self.registry, loop)
+        self.dispatcher.log = self.log
         self.connections: set[Connection] = set()
         self.servers: list[tuple[str, asyncio.AbstractServer]] = []
         self._unix_path: str | None = None  # set only once this process bound it

@@ -30,7 +30,7 @@ import numpy as np
 from .fdslice import FdSlice
 from .layout import RECORD_HEADER, align
 from .ring import Ring, RingCorrupt
-from .tensors import CODE_DTYPES, DTYPE_CODES, NUMPY, STRING, byte_view, count
+from .tensors import CODE_DTYPES, DTYPE_CODES, MAX_RANK, NUMPY, STRING, byte_view, count
 
 U32 = struct.Struct("<I")
 _packb = functools.partial(msgpack.packb, use_bin_type=True)
@@ -140,6 +140,8 @@ def read(payload: memoryview) -> tuple[list[Any], dict[str, np.ndarray[Any, Any]
         if type(entry) is not list or len(entry) != 5:
             raise RingCorrupt(f"record tensor entry {entry!r} is malformed")
         name, code, shape, off, nbytes = entry
+        if type(shape) is list and len(shape) > MAX_RANK:  # before any product of it
+            raise RingCorrupt(f"record tensor: rank {len(shape)} exceeds MAX_RANK {MAX_RANK}")
         if (
             type(name) is not str
             or type(shape) is not list

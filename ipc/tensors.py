@@ -34,6 +34,10 @@ NUMPY: dict[str, np.dtype[Any]] = {
     name: np.dtype(name).newbyteorder("<") for name in DTYPE_CODES if name != "string"
 }
 STRING = "string"
+# Most dimensions a tensor may have, checked before any product of its shape is
+# computed, on both sides of a ring (TensorFlow's own kernels stop at 254; no served
+# model needs a tenth of that).
+MAX_RANK = 32
 
 
 def itemsize(dtype: str) -> int:

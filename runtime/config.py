@@ -80,6 +80,13 @@ class ModelConfig:
     instances: Instances = Instances()
     batching: Batching | None = None
     max_queue: int = 1024
+    # Serving workers a new version needs before the one it replaces is unloaded;
+    # 0 means all of instances.count.
+    min_available_during_swap: int = 0
+
+    @property
+    def swap_threshold(self) -> int:
+        return self.min_available_during_swap or self.instances.count
 
 
 @dataclass(frozen=True)
@@ -240,7 +247,15 @@ def _hostport(v: _V, key: str, s: Any) -> str:
     return s
 
 
-_MODEL_KEYS = {"name", "base_path", "version_policy", "instances", "batching", "max_queue"}
+_MODEL_KEYS = {
+    "name",
+    "base_path",
+    "version_policy",
+    "instances",
+    "batching",
+    "max_queue",
+    "min_available_during_swap",
+}
 _INSTANCE_KEYS = set(Instances.__dataclass_fields__)
 _BATCH_KEYS = set(Batching.__dataclass_fields__)
 _OVERRIDE_KEYS = set(WorkerOverride.__dataclass_fields__)
@@ -289,7 +304,10 @@ def _model(v: _V, i: int, raw: Any, base_dir: Path | None) -> ModelConfig:
     max_queue = v.int_(f"{k}.max_queue", t.get("max_queue", 1024), 1)
     if batching is not None:
         max_queue = batching.max_queue
-    return ModelConfig(name, bp, policy, inst, batching, max_queue)
+    swap = v.int_(
+        f"{k}.min_available_during_swap", t.get("min_available_during_swap", 0), 0, inst.count
+    )
+    return ModelConfig(name, bp, policy, inst, batching, max_queue, swap)
 
 
 def _policy(v: _V, key: str, raw: Any) -> VersionPolicy:

@@ -28,7 +28,7 @@ from typing import Any
 from ringserve.frontend import registry as R
 from ringserve.frontend.server import Frontend
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
-from ringserve.ipc import control, shm
+from ringserve.ipc import control, machine, shm
 
 from . import systemd
 from .config import Config, ConfigError, ModelConfig, list_versions, load
@@ -234,10 +234,16 @@ class Supervisor:
                 v = self.fe.registry.version_state(m.name, number)
                 v.state = R.LOADING
             self._fit_workers(m, number)
-        # An unwanted version goes only once every wanted one serves: a new version
-        # that fails to load must not take an old one down with it.
+        # An unwanted version goes only once every wanted one serves with its full
+        # count of workers (or min_available_during_swap): a new version that fails
+        # to load must not take an old one down with it, and a swap must not leave
+        # one worker carrying what `count` workers carried.
+        need = m.swap_threshold
         all_serving = all(
-            n in model.versions and model.versions[n].state == R.AVAILABLE for n in wanted
+            n in model.versions
+            and model.versions[n].state == R.AVAILABLE
+            and len(model.versions[n].serving_links()) >= need
+            for n in wanted
         )
         for number, v in list(model.versions.items()):
             if number not in wanted and v.state != R.UNLOADING and all_serving:
@@ -684,6 +690,10 @@ def _claim_unix_path(path: str) -> None:
 def run(
     cfg: Config, listeners: list[socket.socket] | None = None, config_path: str | None = None
 ) -> int:
+    refused = machine.refusal()
+    if refused:
+        log(f"cannot start: {refused}")
+        return 1
     try:
         import uvloop
 
