@@ -22,7 +22,6 @@ import os
 import re
 from dataclasses import dataclass
 
-
 PREFIX = "ringserve-"
 SHM_DIR = "/dev/shm"
 

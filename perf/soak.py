@@ -33,7 +33,6 @@ runs of 5 minutes or more: warm-up is the first fifth, at most 5 minutes); fds a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -82,8 +81,15 @@ def reference_bank(tmp: Path, models: dict[str, Path], seed: int) -> tuple[dict,
     bank = {m: rng.standard_normal((BANK_ROWS, w)).astype(np.float32) for m, w in WIDTH.items()}
     np.savez(tmp / "bank.npz", **bank)
     subprocess.run(
-        [sys.executable, "-c", REFERENCE, str(tmp / "bank.npz"), str(models["linear"]),
-         str(models["demo"]), str(tmp / "ref.npz")],
+        [
+            sys.executable,
+            "-c",
+            REFERENCE,
+            str(tmp / "bank.npz"),
+            str(models["linear"]),
+            str(models["demo"]),
+            str(tmp / "ref.npz"),
+        ],
         check=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         timeout=600,
@@ -100,7 +106,7 @@ def config(models: dict[str, Path], timeout_us: int) -> str:
     return f"""
 [[models]]
 name = "linear"
-base_path = "{inproc.model_base(models['linear'])}"
+base_path = "{inproc.model_base(models["linear"])}"
   [models.instances]
   count = 2
   [models.batching]
@@ -109,7 +115,7 @@ base_path = "{inproc.model_base(models['linear'])}"
 
 [[models]]
 name = "demo"
-base_path = "{inproc.model_base(models['demo'])}"
+base_path = "{inproc.model_base(models["demo"])}"
 """
 
 
@@ -145,8 +151,14 @@ class Soak:
         start = rng.randint(0, BANK_ROWS - rows)
         return model, start, rows
 
-    def check(self, model: str, start: int, rows: int, reply: dict[str, Any],
-              outs: dict[str, np.ndarray] | None = None) -> None:
+    def check(
+        self,
+        model: str,
+        start: int,
+        rows: int,
+        reply: dict[str, Any],
+        outs: dict[str, np.ndarray] | None = None,
+    ) -> None:
         if not reply.get("ok"):
             code = reply.get("error", {}).get("code")
             if code == "UNAVAILABLE":
@@ -162,8 +174,10 @@ class Soak:
         want = self.ref[model]
         for k, w in want.items():
             got = outs.get(k)
-            if got is None or got.shape != (rows, *w.shape[1:]) or not np.allclose(
-                got, w[start : start + rows], rtol=1e-4, atol=1e-5
+            if (
+                got is None
+                or got.shape != (rows, *w.shape[1:])
+                or not np.allclose(got, w[start : start + rows], rtol=1e-4, atol=1e-5)
             ):
                 self.t.add("wrong", note=f"{model}[{start}:{start + rows}] output {k}")
                 return
@@ -203,7 +217,9 @@ class Soak:
         rng = random.Random(seed)
         n = 0
         while not self.halt.is_set():
-            region = SharedRegion.create(f"soak{seed}", 1 << 20, key=f"/ringserve-soak-{os.getpid()}-{seed}")
+            region = SharedRegion.create(
+                f"soak{seed}", 1 << 20, key=f"/ringserve-soak-{os.getpid()}-{seed}"
+            )
             try:
                 with Client(self.srv.unix_url, timeout=REPLY_TIMEOUT) as c:
                     c.shm_register(region)
@@ -216,8 +232,10 @@ class Soak:
                         model, start, rows = self.pick(rng)
                         x = region.array((rows, WIDTH[model]), "float32", offset=0)
                         x[:] = self.bank[model][start : start + rows]
-                        outs = {k: region.ref(512 * 1024 + i * 65536, 65536)
-                                for i, k in enumerate(sorted(self.ref[model]))}
+                        outs = {
+                            k: region.ref(512 * 1024 + i * 65536, 65536)
+                            for i, k in enumerate(sorted(self.ref[model]))
+                        }
                         req = infer_request(model, {"x": region.tensor(x)}, None, None, None, outs)
                         self.t.add("valid_sent")
                         try:
@@ -244,11 +262,17 @@ class Soak:
         try:
             c.call("shm_register", name="trunc", key=key, size=65536)
             os.ftruncate(shm.fd, 0)
-            t = {"dtype": "float32", "shape": [1, 16], "shm": {"region": "trunc", "offset": 0, "size": 64}}
-            self.t.add("hostile_sent")
+            t = {
+                "dtype": "float32",
+                "shape": [1, 16],
+                "shm": {"region": "trunc", "offset": 0, "size": 64},
+            }
+            self.t.add("trunc_sent")
             reply = c.recv(c.send({"op": "infer", "model": "linear", "inputs": {"x": t}}))
-            self.t.add("hostile_answered" if not reply.get("ok") else "wrong",
-                       note=None if not reply.get("ok") else "truncated region answered OK")
+            self.t.add(
+                "trunc_answered" if not reply.get("ok") else "wrong",
+                note=None if not reply.get("ok") else "truncated region answered OK",
+            )
             c.call("shm_unregister", name="trunc")
         finally:
             shm.close_fd()
@@ -259,12 +283,32 @@ class Soak:
         x16 = np.zeros((1, 16), np.float32).tobytes()
         cases: list[dict[str, Any]] = [
             {"op": "infer", "model": "nope", "inputs": {}},
-            {"op": "infer", "model": "linear", "inputs": {"x": {"dtype": "int32", "shape": [1, 4], "data": bytes(16)}}},
-            {"op": "infer", "model": "linear", "inputs": {"x": {"dtype": "float32", "shape": [1, 15], "data": bytes(60)}}},
+            {
+                "op": "infer",
+                "model": "linear",
+                "inputs": {"x": {"dtype": "int32", "shape": [1, 4], "data": bytes(16)}},
+            },
+            {
+                "op": "infer",
+                "model": "linear",
+                "inputs": {"x": {"dtype": "float32", "shape": [1, 15], "data": bytes(60)}},
+            },
             {"op": "infer", "model": "linear", "inputs": {}},
-            {"op": "infer", "model": "linear", "inputs": {"x": {"dtype": "float32", "shape": [1] * 100, "data": x16}}},
-            {"op": "infer", "model": "linear", "inputs": {"x": {"dtype": "float32", "shape": [2**40, 16], "data": x16}}},
-            {"op": "infer", "model": "demo", "inputs": {"x": {"dtype": "float32", "shape": [1, 784], "data": x16}}},
+            {
+                "op": "infer",
+                "model": "linear",
+                "inputs": {"x": {"dtype": "float32", "shape": [1] * 100, "data": x16}},
+            },
+            {
+                "op": "infer",
+                "model": "linear",
+                "inputs": {"x": {"dtype": "float32", "shape": [2**40, 16], "data": x16}},
+            },
+            {
+                "op": "infer",
+                "model": "demo",
+                "inputs": {"x": {"dtype": "float32", "shape": [1, 784], "data": x16}},
+            },
             {"op": "nope"},
         ]
         while not self.halt.is_set():
@@ -296,8 +340,14 @@ class Soak:
 
     def hostile(self, seed: int) -> None:
         rng = random.Random(seed)
-        good = wire.pack({"id": 7, "op": "infer", "model": "linear",
-                          "inputs": {"x": {"dtype": "float32", "shape": [1, 16], "data": bytes(64)}}})
+        good = wire.pack(
+            {
+                "id": 7,
+                "op": "infer",
+                "model": "linear",
+                "inputs": {"x": {"dtype": "float32", "shape": [1, 16], "data": bytes(64)}},
+            }
+        )
         while not self.halt.is_set():
             kind = rng.choice(("oversize", "garbage", "slow", "noread", "close"))
             addr = self.url(rng)
@@ -321,10 +371,11 @@ class Soak:
                     s.sendall(good[:10])
                     time.sleep(0.3)
                     s.sendall(good[10:])
-                    self.t.add("hostile_sent")
                     ok = read_until_close(s, stop_after_id=7)
-                    self.t.add("hostile_answered" if ok else "no_reply",
-                               note=None if ok else "slow frame never answered")
+                    self.t.add(
+                        "slow_answered" if ok else "no_reply",
+                        note=None if ok else "slow frame never answered",
+                    )
                 elif kind == "noread":
                     s.sendall(good * 50)
                 elif kind == "close":
@@ -420,7 +471,9 @@ def wait(cond: Any, timeout: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--kill-every", type=float, default=20.0, help="seconds between worker kills")
     p.add_argument("--reload-every", type=float, default=45.0, help="seconds between SIGHUPs")
@@ -449,11 +502,15 @@ def main(argv: list[str] | None = None) -> int:
             start = sample(pid)
             soak = Soak(args, srv, bank, ref)
             soak.models = models
-            threads = [threading.Thread(target=soak.valid, args=(i,)) for i in range(args.valid_clients)]
-            threads += [threading.Thread(target=soak.shm, args=(100,)),
-                        threading.Thread(target=soak.invalid, args=(200,)),
-                        threading.Thread(target=soak.hostile, args=(300,)),
-                        threading.Thread(target=soak.chaos)]
+            threads = [
+                threading.Thread(target=soak.valid, args=(i,)) for i in range(args.valid_clients)
+            ]
+            threads += [
+                threading.Thread(target=soak.shm, args=(100,)),
+                threading.Thread(target=soak.invalid, args=(200,)),
+                threading.Thread(target=soak.hostile, args=(300,)),
+                threading.Thread(target=soak.chaos),
+            ]
             t0 = time.monotonic()
             for t in threads:
                 t.daemon = True
@@ -469,8 +526,14 @@ def main(argv: list[str] | None = None) -> int:
             for t in threads:
                 t.join(REPLY_TIMEOUT + 30)
             stuck = [t.name for t in threads if t.is_alive()]
-            settled = wait(lambda: all_ready(srv, counts) and sample(pid)["fds"] <= start["fds"]
-                           and sample(pid)["shm"] <= start["shm"], 120)
+            settled = wait(
+                lambda: (
+                    all_ready(srv, counts)
+                    and sample(pid)["fds"] <= start["fds"]
+                    and sample(pid)["shm"] <= start["shm"]
+                ),
+                120,
+            )
             end = sample(pid)
             code = srv.stop()
         finally:
@@ -479,8 +542,17 @@ def main(argv: list[str] | None = None) -> int:
     return report(args, seconds, start, end, samples, soak.t, stuck, settled, code)
 
 
-def report(args: argparse.Namespace, seconds: float, start: dict, end: dict,
-           samples: list[dict], t: Tally, stuck: list[str], settled: bool, code: int) -> int:
+def report(
+    args: argparse.Namespace,
+    seconds: float,
+    start: dict,
+    end: dict,
+    samples: list[dict],
+    t: Tally,
+    stuck: list[str],
+    settled: bool,
+    code: int,
+) -> int:
     c = t.c
     warm = min(300.0, seconds / 5)
     base = [s["rss_kb"] for s in samples if warm <= s["t"] < warm + 60] or [samples[0]["rss_kb"]]
@@ -490,14 +562,31 @@ def report(args: argparse.Namespace, seconds: float, start: dict, end: dict,
     rows = [
         ("requests without a reply", c["no_reply"], "0", c["no_reply"] == 0 and not stuck),
         ("wrong answers", c["wrong"], "0", c["wrong"] == 0),
-        ("valid requests failed other than UNAVAILABLE", c["valid_other_error"], "0",
-         c["valid_other_error"] == 0),
-        ("RSS growth after warm-up", f"{growth * 100:+.1f}% ({np.median(base) / 1024:.0f} -> "
-         f"{np.median(last) / 1024:.0f} MiB)", "< 5%" if judged else "< 5% (not judged: run < 5 min)",
-         growth < 0.05 or not judged),
-        ("open fds, start -> end", f"{start['fds']} -> {end['fds']}", "equal", end["fds"] == start["fds"]),
-        ("/dev/shm ringserve entries, start -> end", f"{start['shm']} -> {end['shm']}", "equal",
-         end["shm"] == start["shm"]),
+        (
+            "valid requests failed other than UNAVAILABLE",
+            c["valid_other_error"],
+            "0",
+            c["valid_other_error"] == 0,
+        ),
+        (
+            "RSS growth after warm-up",
+            f"{growth * 100:+.1f}% ({np.median(base) / 1024:.0f} -> "
+            f"{np.median(last) / 1024:.0f} MiB)",
+            "< 5%" if judged else "< 5% (not judged: run < 5 min)",
+            growth < 0.05 or not judged,
+        ),
+        (
+            "open fds, start -> end",
+            f"{start['fds']} -> {end['fds']}",
+            "equal",
+            end["fds"] == start["fds"],
+        ),
+        (
+            "/dev/shm ringserve entries, start -> end",
+            f"{start['shm']} -> {end['shm']}",
+            "equal",
+            end["shm"] == start["shm"],
+        ),
         ("threads, start -> end", f"{start['threads']} -> {end['threads']}", "(recorded)", True),
         ("server exit code after SIGTERM", code, "0", code == 0),
     ]
@@ -506,29 +595,44 @@ def report(args: argparse.Namespace, seconds: float, start: dict, end: dict,
     traffic = (
         f"valid requests {c['valid_sent']} (ok {c['valid_ok']}, UNAVAILABLE "
         f"{c['valid_unavailable']}), invalid {c['invalid_sent']} (answered with an error "
-        f"{c['invalid_answered']}), hostile: truncated regions {c['hostile_sent'] - c['hostile_slow']} "
-        f"(answered {c['hostile_answered'] - c['hostile_slow']}), oversize headers "
+        f"{c['invalid_answered']}), hostile: truncated regions {c['trunc_sent']} "
+        f"(answered with an error {c['trunc_answered']}), oversize headers "
         f"{c['hostile_oversize']}, garbage bodies {c['hostile_garbage']}, slow frames "
-        f"{c['hostile_slow']}, non-reading clients {c['hostile_noread']}, connect-and-close "
+        f"{c['hostile_slow']} (answered {c['slow_answered']}), non-reading clients "
+        f"{c['hostile_noread']}, connect-and-close "
         f"{c['hostile_close']}; workers killed {c['chaos_kills']}, reloads {c['chaos_reloads']}"
     )
-    body = "\n".join([
-        *B.machine_lines(B.machine_info()),
-        f"- command: `{B.command_line()}`",
-        f"- run: {B.now_utc()}, {seconds / 60:.1f} minutes, {len(samples)} samples every "
-        f"{args.sample_seconds:g} s; peak RSS {peak:.0f} MiB",
-        f"- traffic: {traffic}",
-        "",
-        B.md_table(["criterion", "measured", "limit", "met"],
-                   [(a, b, lim, "yes" if m else "**no**") for a, b, lim, m in rows]),
-    ])
+    body = "\n".join(
+        [
+            *B.machine_lines(B.machine_info()),
+            f"- command: `{B.command_line()}`",
+            f"- run: {B.now_utc()}, {seconds / 60:.1f} minutes, {len(samples)} samples every "
+            f"{args.sample_seconds:g} s; peak RSS {peak:.0f} MiB",
+            f"- traffic: {traffic}",
+            "",
+            B.md_table(
+                ["criterion", "measured", "limit", "met"],
+                [(a, b, lim, "yes" if m else "**no**") for a, b, lim, m in rows],
+            ),
+        ]
+    )
     if stuck:
         body += f"\n\nthreads still running at the end: {stuck}"
     if t.notes:
         body += "\n\nfirst notes:\n" + "\n".join(f"- {n}" for n in t.notes[:10])
     print(body)
-    B.write_json(args.json, {"counts": dict(c), "start": start, "end": end, "samples": samples,
-                             "rss_growth": growth, "ok": ok, "notes": t.notes})
+    B.write_json(
+        args.json,
+        {
+            "counts": dict(c),
+            "start": start,
+            "end": end,
+            "samples": samples,
+            "rss_growth": growth,
+            "ok": ok,
+            "notes": t.notes,
+        },
+    )
     return B.publish(args, "soak", "Soak (perf/soak.py)", body, not ok)
 
 

@@ -1,63 +1,31 @@
 """The batcher under reloads, failures and models whose outputs are not batch-major.
 
-Models are built here (fixed values, no randomness): `paced` runs x[0, 0] iterations of
-a small loop before answering y = 2x + 1 (so one request can hold the worker while
-others queue), and `offby` answers one row more than it was given."""
+Models (tests/models.py): `paced` runs x[0, 0] iterations of a small loop before
+answering y = 2x + 1 (so one request can hold the worker while others queue), and
+`offby` answers one row more than it was given."""
 
 from __future__ import annotations
 
 import asyncio
 import mmap
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
+from ringserve.client.common import infer_request
 from ringserve.frontend.dispatch import Dispatcher
 from ringserve.frontend.links import WorkerLink
 from ringserve.frontend.registry import AVAILABLE, Registry
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
 from ringserve.ipc import layout
 from ringserve.ipc.ring import Ring
-from ringserve.client.common import infer_request
 
 from conftest import models_toml
 from faults import LoggedServer, code_of, collect, wait_for
 
 ITERS_PER_SECOND = 200_000
-
-
-def build(root: Path) -> Path:
-    import tensorflow as tf
-
-    class Paced(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
-        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-            m = tf.eye(4) * 0.5
-            n = tf.cast(x[0, 0], tf.int32)
-            _, acc = tf.while_loop(
-                lambda i, _: i < n, lambda i, a: (i + 1, tf.matmul(a, m)), (0, tf.ones([1, 4]))
-            )
-            return {"y": x * 2.0 + 1.0 + 0.0 * tf.reduce_sum(acc)}
-
-    class OffBy(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
-        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"y": tf.concat([tf.fill([1, 4], 7.0), x * 2.0 + 1.0], axis=0)}
-
-    for name, mod in (("paced", Paced()), ("offby", OffBy())):
-        path = root / name / "1"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tf.saved_model.save(mod, str(path), signatures={"serving_default": mod.serve})
-    return root
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("batcher-models"))
 
 
 def batching(max_batch: int) -> str:
@@ -70,18 +38,21 @@ def x_of(rows: int, seed: int, iters: int = 0) -> np.ndarray:
     return x
 
 
-def test_reload_lowering_max_batch_size_under_queued_requests(root: Path) -> None:
-    toml = models_toml(root, ["paced"], {"paced": batching(8)})
+def test_reload_lowering_max_batch_size_under_queued_requests(model_root: Path) -> None:
+    toml = models_toml(model_root, ["paced"], {"paced": batching(8)})
     with LoggedServer(toml, "worker_inflight = 1") as srv, srv.client() as c:
         hold = c.send(infer_request("paced", {"x": x_of(1, 0, 2 * ITERS_PER_SECOND)}, *[None] * 4))
         wait_for(lambda: srv.workers("paced")[0]["inflight"] == 1, 30, "the worker held", srv)
-        xs = {c.send(infer_request("paced", {"x": x_of(4, i)}, *[None] * 4)): x_of(4, i) for i in range(1, 7)}
+        xs = {
+            c.send(infer_request("paced", {"x": x_of(4, i)}, *[None] * 4)): x_of(4, i)
+            for i in range(1, 7)
+        }
         with srv.client() as w:
-            wait_for(
-                lambda: w.stats()["models"]["paced"]["queue_depth"] == 6, 30, "6 queued", srv
-            )
+            wait_for(lambda: w.stats()["models"]["paced"]["queue_depth"] == 6, 30, "6 queued", srv)
         server = srv.config_path.read_text().split("[[models]]")[0]
-        srv.config_path.write_text(server + models_toml(root, ["paced"], {"paced": batching(2)}))
+        srv.config_path.write_text(
+            server + models_toml(model_root, ["paced"], {"paced": batching(2)})
+        )
         srv.proc.send_signal(1)  # SIGHUP  # type: ignore[union-attr]
         srv.wait_log("reloaded")
         replies = collect(c, [hold, *xs])
@@ -99,8 +70,8 @@ def test_reload_lowering_max_batch_size_under_queued_requests(root: Path) -> Non
         assert srv.stop() == 0
 
 
-def test_output_first_dim_not_the_batch_rows_fails_the_batch(root: Path) -> None:
-    toml = models_toml(root, ["offby"], {"offby": batching(8)})
+def test_output_first_dim_not_the_batch_rows_fails_the_batch(model_root: Path) -> None:
+    toml = models_toml(model_root, ["offby"], {"offby": batching(8)})
     with LoggedServer(toml, "worker_inflight = 1") as srv, srv.client() as c:
         ids = [c.send(infer_request("offby", {"x": x_of(2, i)}, *[None] * 4)) for i in range(6)]
         replies = collect(c, ids)

@@ -67,9 +67,7 @@ except OSError as exc:
 def test_ring_memory_is_reserved_at_creation_or_refused_with_a_message() -> None:
     """posix_fallocate, not the first write under traffic, is where memory that is
     not there shows. A file-size limit makes the kernel refuse it for real."""
-    r = subprocess.run(
-        [sys.executable, "-c", RESERVE], capture_output=True, text=True, timeout=60
-    )
+    r = subprocess.run([sys.executable, "-c", RESERVE], capture_output=True, text=True, timeout=60)
     assert r.returncode == 3, (r.stdout, r.stderr)
     msg = r.stdout
     assert "cannot reserve 4194304 bytes of shared memory for ring 'm-v1-w0-g1-req'" in msg
@@ -103,8 +101,10 @@ def test_records_refuse_rank_above_max_before_any_product() -> None:
     ok_shape = [1] * MAX_RANK
     ring.release()
     rec.payload.release()
-    records.write(ring, layout.KIND_RESPONSE, [1, "", "", 0], [("y", "float32", ok_shape, [b"\0" * 4])])
-    head, outs = records.read(ring.peek().payload)  # type: ignore[union-attr]
+    records.write(
+        ring, layout.KIND_RESPONSE, [1, "", "", 0], [("y", "float32", ok_shape, [b"\0" * 4])]
+    )
+    _, outs = records.read(ring.peek().payload)  # type: ignore[union-attr]
     assert outs["y"].shape == tuple(ok_shape)
 
 

@@ -28,7 +28,9 @@ class Load:
         self.ok = 0
         self.versions: set[int] = set()
         self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(url,), daemon=True) for _ in range(n)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(url,), daemon=True) for _ in range(n)
+        ]
         for t in self.threads:
             t.start()
 
@@ -37,7 +39,11 @@ class Load:
         with Client(url, timeout=60) as c:
             while not self.halt.is_set():
                 try:
-                    r = c.call("infer", model="linear2", inputs={"x": {"dtype": "float32", "shape": [2, 16], "data": x.tobytes()}})
+                    r = c.call(
+                        "infer",
+                        model="linear2",
+                        inputs={"x": {"dtype": "float32", "shape": [2, 16], "data": x.tobytes()}},
+                    )
                     self.versions.add(r["version"])
                     self.ok += 1
                 except Exception as exc:  # counted, the test fails on any
