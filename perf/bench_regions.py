@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     copies: dict[int, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="rs-bench-regions-") as tmpdir:
         tmp = Path(tmpdir)
+        (tmp / "models").mkdir()
         models = inproc.build_models(tmp / "models")
         rng = np.random.default_rng(0)
         xs = {}

@@ -236,7 +236,7 @@ class Soak:
                             k: region.ref(512 * 1024 + i * 65536, 65536)
                             for i, k in enumerate(sorted(self.ref[model]))
                         }
-                        req = infer_request(model, {"x": region.tensor(x)}, None, None, None, outs)
+                        req = infer_request(model, {"x": region.tensor(x)}, None, None, None, None, outs)
                         self.t.add("valid_sent")
                         try:
                             reply = c.recv(c.send(req))
@@ -486,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory(prefix="rs-soak-") as tmpdir:
         tmp = Path(tmpdir)
+        (tmp / "models").mkdir()
         models = inproc.build_models(tmp / "models")
         bank, ref = reference_bank(tmp, models, args.seed)
         server_toml = (
