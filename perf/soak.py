@@ -236,7 +236,9 @@ class Soak:
                             k: region.ref(512 * 1024 + i * 65536, 65536)
                             for i, k in enumerate(sorted(self.ref[model]))
                         }
-                        req = infer_request(model, {"x": region.tensor(x)}, None, None, None, None, outs)
+                        req = infer_request(
+                            model, {"x": region.tensor(x)}, None, None, None, None, outs
+                        )
                         self.t.add("valid_sent")
                         try:
                             reply = c.recv(c.send(req))
