@@ -14,42 +14,41 @@ import fcntl
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ringserve.client import Client
 from ringserve.ipc import layout, machine, records, shm
 from ringserve.ipc.ring import Ring, RingCorrupt
 from ringserve.ipc.tensors import MAX_RANK
+from ringserve.runtime.launch import ServerProcess
 
-from conftest import models_toml
-from faults import LoggedServer, take_fd, worker_spec
+from faults import take_fd, worker_spec
 
 
-def test_worker_cannot_resize_its_rings(model_root: Path) -> None:
-    with LoggedServer(models_toml(model_root, ["linear"]), "ring_bytes = 1048576") as srv:
-        w = srv.workers("linear")[0]
+def test_worker_cannot_resize_its_rings(server: ServerProcess) -> None:
+    with Client(server.unix_url) as c:
+        w = next(w for w in c.stats()["workers"] if w["model"] == "linear")
         spec = worker_spec(w["pid"])
         x = np.ones((2, 16), np.float32)
-        with srv.client() as c:
-            want = c.infer("linear", {"x": x})["y"]
-            for key in ("req_fd", "resp_fd"):
-                fd = take_fd(w["pid"], spec[key])  # the very file the worker holds
-                try:
-                    seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-                    assert seals & shm.SEALS == shm.SEALS, seals
-                    for size in (0, 4096, spec["segment_bytes"] * 2):
-                        with pytest.raises(PermissionError):
-                            os.ftruncate(fd, size)
-                    with pytest.raises(PermissionError):  # nor unseal it
-                        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
-                    assert os.fstat(fd).st_size == spec["segment_bytes"]
-                finally:
-                    os.close(fd)
-                np.testing.assert_array_equal(c.infer("linear", {"x": x})["y"], want)
-            assert srv.workers("linear")[0]["pid"] == w["pid"]
-        assert srv.stop() == 0
+        want = c.infer("linear", {"x": x})["y"]
+        for key in ("req_fd", "resp_fd"):
+            fd = take_fd(w["pid"], spec[key])  # the very file the worker holds
+            try:
+                seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+                assert seals & shm.SEALS == shm.SEALS, seals
+                for size in (0, 4096, spec["segment_bytes"] * 2):
+                    with pytest.raises(PermissionError):
+                        os.ftruncate(fd, size)
+                with pytest.raises(PermissionError):  # nor change the seals
+                    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+                assert os.fstat(fd).st_size == spec["segment_bytes"]
+            finally:
+                os.close(fd)
+            np.testing.assert_array_equal(c.infer("linear", {"x": x})["y"], want)
+        same = next(v for v in c.stats()["workers"] if v["model"] == "linear")
+        assert same["pid"] == w["pid"]
 
 
 RESERVE = """
