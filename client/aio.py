@@ -31,8 +31,11 @@ class AsyncClient:
         else:
             self._reader, self._writer = await asyncio.open_connection(*addr, limit=1 << 24)
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
+        # A first frame at once (see Client.__init__: server.handshake_timeout_seconds).
         if self.token is not None:
             await self.call("auth", token=self.token)
+        else:
+            await self.call("health")
         return self
 
     async def __aenter__(self) -> AsyncClient:
@@ -64,8 +67,16 @@ class AsyncClient:
                 if not data:
                     break
                 for body in dec.feed(data):
-                    msg = msgpack.unpackb(body, raw=False)
-                    fut = self._waiters.pop(msg.get("id"), None)
+                    msg: dict[str, Any] = msgpack.unpackb(body, raw=False)
+                    rid: Any = msg.get("id")
+                    if rid is None and not msg.get("ok", True):
+                        # About the connection itself (a limit): every waiter gets it.
+                        for w in self._waiters.values():
+                            if not w.done():
+                                w.set_result(msg)
+                        self._waiters.clear()
+                        continue
+                    fut = self._waiters.pop(rid, None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
         finally:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
-from ringserve.ipc.tensors import NUMPY, dtype_name
+from ringserve.ipc.tensors import NUMPY, check_wire_tensor, dtype_name
 
 
 class ShmTensor:
@@ -74,10 +74,10 @@ class SharedRegion:
 
     def read(self, t: dict[str, Any]) -> np.ndarray:
         """The array an output reference (`{"dtype", "shape", "shm"}`) points at."""
-        ref = t["shm"]
-        dt = NUMPY[t["dtype"]]
-        n = int(np.prod(t["shape"], dtype=np.int64))
-        return np.frombuffer(self.map, dtype=dt, count=n, offset=ref["offset"]).reshape(t["shape"])
+        dtype, shape, ref = check_wire_tensor("output", t)  # rank checked before any product
+        dt = NUMPY[dtype]
+        n = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(self.map, dtype=dt, count=n, offset=ref["offset"]).reshape(shape)
 
     def close(self) -> None:
         try:

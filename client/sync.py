@@ -34,8 +34,13 @@ class Client:
         self._ready: dict[int | None, dict[str, Any]] = {}
         self.regions: dict[str, SharedRegion] = {}
         self._next = 0
+        # A first frame at once: the server closes a connection that has sent no
+        # complete frame within server.handshake_timeout_seconds, and a client may
+        # well connect long before its first request.
         if token is not None:
             self.call("auth", token=token)
+        else:
+            self.call("health")
 
     def __enter__(self) -> Client:
         return self
@@ -65,6 +70,8 @@ class Client:
                 return self._ready.pop(rid)
             if rid is None and self._ready:
                 return self._ready.pop(next(iter(self._ready)))
+            if None in self._ready:  # about the connection itself (a limit): it closes
+                return self._ready.pop(None)
             data = self.sock.recv(1 << 20)
             if not data:
                 raise ConnectionClosed("connection closed by the server")

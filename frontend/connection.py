@@ -12,11 +12,12 @@ import asyncio
 import hmac
 import socket
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from ringserve.ipc import errors as E
 from ringserve.ipc import wire
-from ringserve.ipc.errors import ProtocolError
+from ringserve.ipc.errors import ProtocolError, clip
 
 from .regions import Regions
 
@@ -45,8 +46,23 @@ class Connection(asyncio.BufferedProtocol):
         self.frontend = frontend
         self.kind = kind  # "tcp" | "unix"
         self.transport: asyncio.Transport | None = None
-        self.reader = wire.FrameReader(frontend.settings.max_frame_bytes)
-        self.authenticated = kind == "unix" or frontend.settings.auth_token is None
+        s = frontend.settings
+        self.authenticated = kind == "unix" or s.auth_token is None
+        if self.authenticated:
+            self.reader = wire.FrameReader(s.max_frame_bytes)
+        else:
+            # Until `auth`, a small frame only, and one at a time (so the limit rises
+            # before a frame pipelined behind the `auth` is measured).
+            self.reader = wire.FrameReader(
+                min(s.max_frame_bytes_before_auth, s.max_frame_bytes),
+                limit_key="max_frame_bytes_before_auth",
+            )
+            self.reader.max_frames = 1
+        self.opened = time.monotonic()
+        self.handshaken = False  # a first complete frame has arrived
+        self.frame_since: float | None = None  # when the partial frame now read began
+        self.counted = False  # holds one of its listener's max_connections places
+        self.peer = "?"
         self.inflight = 0
         self.closed = False
         self._read_paused = False
@@ -65,12 +81,29 @@ class Connection(asyncio.BufferedProtocol):
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.frontend.connections.add(self)
+        fe = self.frontend
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"{self.kind} socket"
+        cap = fe.settings.max_connections
+        if fe.open_count[self.kind] >= cap:
+            self.limit_close(
+                "max_connections",
+                f"{cap} connections already open on the {self.kind} listener",
+                E.RESOURCE_EXHAUSTED,
+            )
+            return
+        fe.open_count[self.kind] += 1
+        self.counted = True
+        fe.connections.add(self)
+        fe.watchdog.watch(self)
         if self.regions is not None:
             self.regions.peer_uid = peer_uid(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.counted:
+            self.counted = False
+            self.frontend.open_count[self.kind] -= 1
         self.frontend.connections.discard(self)
         self.frontend.dispatcher.cancel_connection(self)
         if self.regions is not None:
@@ -87,18 +120,45 @@ class Connection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer(sizehint)
 
+    @property
+    def reading_paused(self) -> bool:
+        return self._read_paused
+
     def buffer_updated(self, nbytes: int) -> None:
         service = self.frontend.dispatcher.service
-        for i, body in enumerate(self.reader.buffer_updated(nbytes), 1):
-            if self.closed:
-                return
-            self._handle(body)
-            if not i % SERVICE_EVERY:
-                service()  # keep the workers fed through a long burst
-        exc = self.reader.error
+        reader = self.reader
+        while True:
+            for i, body in enumerate(reader.buffer_updated(nbytes), 1):
+                if self.closed:
+                    return
+                self.handshaken = True
+                self._handle(body)
+                if not i % SERVICE_EVERY:
+                    service()  # keep the workers fed through a long burst
+            if self.closed or not reader.more:
+                break
+            nbytes = 0  # frames held back until `auth` was seen
+        exc = reader.error
         if exc is not None and not self.closed:
-            self.reply(wire.error(None, E.RESOURCE_EXHAUSTED, f"frame length: {exc}"))
-            self.close()
+            code = E.UNAUTHENTICATED if exc.key == "max_frame_bytes_before_auth" else None
+            self.limit_close(
+                exc.key,
+                f"frame length {exc.length} exceeds {exc.limit}" + (" before auth" if code else ""),
+                code or E.RESOURCE_EXHAUSTED,
+            )
+            return
+        if reader.partial:
+            if self.frame_since is None and not self.closed:
+                self.frame_since = time.monotonic()
+                self.frontend.watchdog.watch(self)
+        else:
+            self.frame_since = None
+
+    def limit_close(self, limit: str, why: str, code: str = E.DEADLINE_EXCEEDED) -> None:
+        """Answer `code` (id null) naming the limit, close, and log it (rate-limited)."""
+        self.frontend.limit_log(limit, f"closed {self.kind} connection from {self.peer}: {why}")
+        self.reply(wire.error(None, code, f"server.{limit}: {why}; closing the connection"))
+        self.close()
 
     # ---- requests ------------------------------------------------------------------
     def _handle(self, body: memoryview) -> None:
@@ -109,7 +169,9 @@ class Connection(asyncio.BufferedProtocol):
             rid, op = wire.check_request(msg)
             if not self.authenticated and op != "auth":
                 self.reply(
-                    wire.error(rid, E.UNAUTHENTICATED, f"op {op!r}: expected 'auth' first on TCP")
+                    wire.error(
+                        rid, E.UNAUTHENTICATED, f"op {clip(op)}: expected 'auth' first on TCP"
+                    )
                 )
                 self.close()
                 return
@@ -127,7 +189,7 @@ class Connection(asyncio.BufferedProtocol):
                 raise ProtocolError(
                     E.INVALID_ARGUMENT,
                     f"field 'op': expected one of {sorted([*self.frontend.ops, 'infer'])}, "
-                    f"received {op!r}",
+                    f"received {clip(op)}",
                 )
             self.reply(wire.ok(rid, **handler(self, msg)))
         except ProtocolError as exc:
@@ -136,7 +198,7 @@ class Connection(asyncio.BufferedProtocol):
                 self.close()
         except Exception as exc:  # a bug must not cost other clients their server
             self.frontend.log(f"internal error handling a request: {exc!r}")
-            self.reply(wire.error(rid, E.INTERNAL, f"{type(exc).__name__}: {exc}"))
+            self.reply(wire.error(rid, E.INTERNAL, f"{type(exc).__name__}: {clip(str(exc))}"))
 
     def authenticate(self, token: Any) -> None:
         want = self.frontend.settings.auth_token
@@ -145,7 +207,11 @@ class Connection(asyncio.BufferedProtocol):
         ):
             self.close_after_reply = True
             raise ProtocolError(E.UNAUTHENTICATED, "field 'token': the token was rejected")
-        self.authenticated = True
+        if not self.authenticated:
+            self.authenticated = True
+            self.reader.max_frame_bytes = self.frontend.settings.max_frame_bytes
+            self.reader.limit_key = "max_frame_bytes"
+            self.reader.max_frames = None
 
     # ---- replies -------------------------------------------------------------------
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ringserve.ipc import errors as E
 from ringserve.ipc import wake
-from ringserve.ipc.errors import ProtocolError
+from ringserve.ipc.errors import ProtocolError, clip
 from ringserve.ipc.fdslice import FdSlice
 from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
 from ringserve.ipc.tensors import (
@@ -106,6 +106,9 @@ class Job:
 # How long before a busy worker's expected finish its next batch is sent: the time to
 # write the batch into the ring and for the spinning worker to see it.
 HANDOVER_S = 50e-6
+# Longest accepted timeout_ms (about 24.8 days): a timer far past that overflows the
+# loop's clock arithmetic.
+MAX_TIMEOUT_MS = 2**31 - 1
 
 
 class Dispatcher:
@@ -200,14 +203,15 @@ class Dispatcher:
         sig_name = msg.get("signature", "serving_default")
         if not isinstance(sig_name, str):
             raise ProtocolError(
-                E.INVALID_ARGUMENT, f"field 'signature': expected a string, received {sig_name!r}"
+                E.INVALID_ARGUMENT,
+                f"field 'signature': expected a string, received {clip(sig_name)}",
             )
         sig = v.signatures.get(sig_name)
         if sig is None:
             raise ProtocolError(
                 E.NOT_FOUND,
                 f"field 'signature': model {model.name!r} version {v.number} has signatures "
-                f"{sorted(v.signatures)}, received {sig_name!r}",
+                f"{sorted(v.signatures)}, received {clip(sig_name)}",
             )
         ms = model.settings
         p = Pending(conn, cid, model.name, v)
@@ -219,10 +223,15 @@ class Dispatcher:
         timeout = msg.get("timeout_ms")
         if timeout is None:
             timeout = self.settings.default_timeout_ms or None
-        elif not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        elif (
+            not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not 0 < timeout < MAX_TIMEOUT_MS  # NaN fails both comparisons
+        ):
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"field 'timeout_ms': expected a positive number, received {timeout!r}",
+                f"field 'timeout_ms': expected a positive finite number below {MAX_TIMEOUT_MS}, "
+                f"received {clip(timeout)}",
             )
         dims = {t[2][0] if t[2] else None for t in p.tensors}
         if len(dims) == 1 and None not in dims:
@@ -277,20 +286,22 @@ class Dispatcher:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
                 f"field 'inputs': missing {missing}; expected {sorted(spec)}, "
-                f"received {sorted(map(str, inputs))}",
+                f"received {clip(sorted(map(str, inputs)))}",
             )
         extra = sorted(map(str, set(inputs) - set(spec)))
         if extra:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"field 'inputs': unknown {extra}; expected {sorted(spec)}, "
-                f"received {sorted(map(str, inputs))}",
+                f"field 'inputs': unknown {clip(extra)}; expected {sorted(spec)}, "
+                f"received {clip(sorted(map(str, inputs)))}",
             )
         out = []
         for name in sorted(spec):
             want = spec[name]
             field = f"inputs.{name}"
-            dtype, shape, data = check_wire_tensor(field, inputs[name])
+            dtype, shape, data = check_wire_tensor(
+                field, inputs[name], self.settings.max_tensor_rank
+            )
             if "shm" in inputs[name]:
                 if regions is None:
                     raise ProtocolError(
@@ -312,7 +323,7 @@ class Dispatcher:
             if want["shape"] is not None and not shape_matches(want["shape"], shape):
                 raise ProtocolError(
                     E.INVALID_ARGUMENT,
-                    f"{field}.shape: expected {want['shape']} (-1 = any), received {shape}",
+                    f"{field}.shape: expected {want['shape']} (-1 = any), received {clip(shape)}",
                 )
             out.append((name, dtype, shape, data))
         return out
@@ -323,13 +334,13 @@ class Dispatcher:
         if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"field 'outputs': expected a list of output names, received {wanted!r}",
+                f"field 'outputs': expected a list of output names, received {clip(wanted)}",
             )
         unknown = sorted(set(wanted) - set(spec))
         if unknown:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"field 'outputs': expected names from {sorted(spec)}, received {unknown}",
+                f"field 'outputs': expected names from {sorted(spec)}, received {clip(unknown)}",
             )
         return list(dict.fromkeys(wanted))
 
@@ -343,15 +354,16 @@ class Dispatcher:
         if not isinstance(refs, dict):
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"field 'output_shm': expected a map of output name to region, received {refs!r}",
+                "field 'output_shm': expected a map of output name to region, "
+                f"received {clip(refs)}",
             )
         out = {}
         for name, ref in refs.items():
-            field = f"output_shm.{name}"
+            field = f"output_shm.{clip(name, 64)}"
             if name not in spec:
                 raise ProtocolError(
                     E.INVALID_ARGUMENT,
-                    f"{field}: expected an output name from {sorted(spec)}, received {name!r}",
+                    f"{field}: expected an output name from {sorted(spec)}, received {clip(name)}",
                 )
             if spec[name]["dtype"] == STRING:
                 raise ProtocolError(

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ringserve.ipc.errors import NOT_FOUND, UNAVAILABLE, ProtocolError
+from ringserve.ipc.errors import NOT_FOUND, UNAVAILABLE, ProtocolError, clip
 
 from .links import WorkerLink
 from .settings import ModelSettings
@@ -88,13 +88,13 @@ class Registry:
     def model(self, name: Any) -> ModelState:
         if not isinstance(name, str):
             raise ProtocolError(
-                "INVALID_ARGUMENT", f"field 'model': expected a string, received {name!r}"
+                "INVALID_ARGUMENT", f"field 'model': expected a string, received {clip(name)}"
             )
         m = self.models.get(name)
         if m is None:
             raise ProtocolError(
                 NOT_FOUND,
-                f"field 'model': expected one of {sorted(self.models)}, received {name!r}",
+                f"field 'model': expected one of {sorted(self.models)}, received {clip(name)}",
             )
         return m
 
@@ -117,7 +117,7 @@ class Registry:
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise ProtocolError(
                 "INVALID_ARGUMENT",
-                f"field 'version': expected an integer, received {version!r}",
+                f"field 'version': expected an integer, received {clip(version)}",
             )
         return model, model.resolve(version)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import socket
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from ringserve.ipc.errors import ProtocolError
 
 from .connection import Connection
 from .dispatch import Dispatcher
+from .limits import LimitLog, Watchdog
 from .metrics import MetricsProtocol
 from .regions import Regions
 from .registry import Registry
@@ -30,6 +32,10 @@ class Frontend:
         self.dispatcher = Dispatcher(settings, self.registry, loop)
         self.dispatcher.log = self.log
         self.connections: set[Connection] = set()
+        self.open_count = {"tcp": 0, "unix": 0}  # against max_connections, per listener
+        self.limit_log = LimitLog(self.log)
+        self.watchdog = Watchdog(loop)
+        self.watchdog.configure(settings.handshake_timeout_seconds, settings.frame_timeout_seconds)
         self.servers: list[tuple[str, asyncio.AbstractServer]] = []
         self._unix_path: str | None = None  # set only once this process bound it
         self.live = True
@@ -49,15 +55,31 @@ class Frontend:
         """A reload: new limits for new requests and connections; listeners stay."""
         self.settings = settings
         self.dispatcher.apply_settings(settings)
+        self.watchdog.configure(settings.handshake_timeout_seconds, settings.frame_timeout_seconds)
 
     def log(self, text: str) -> None:
         sys.stderr.write(f"ringserve frontend: {text}\n")
 
     # ---- listeners -----------------------------------------------------------------
+    def _raise_fd_limit(self) -> None:
+        """Room for max_connections on both listeners plus the workers' rings and
+        eventfds: past the soft limit accept() fails for everyone, not just one client."""
+        want = 2 * self.settings.max_connections + 256
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            if new < want:
+                self.log(
+                    f"open-file limit {new} (hard) is below 2 x server.max_connections + 256 "
+                    f"({want}): lower max_connections or raise LimitNOFILE"
+                )
+
     async def start(
         self, tcp_sock: socket.socket | None = None, unix_sock: socket.socket | None = None
     ) -> None:
         s = self.settings
+        self._raise_fd_limit()
         if tcp_sock is not None or s.tcp:
             if tcp_sock is None:
                 host, _, port = s.tcp.rpartition(":")
@@ -144,6 +166,7 @@ class Frontend:
             "models": models,
             "workers": d.workers_hook(),
             "connections": len(self.connections),
+            "limits": dict(self.limit_log.hits),
             **self.extra_stats(),
         }
 

@@ -26,6 +26,11 @@ class FrontendSettings:
     worker_inflight: int = 2
     default_timeout_ms: int = 0
     max_spin_us: int = 1000
+    max_connections: int = 256
+    max_frame_bytes_before_auth: int = 8192
+    handshake_timeout_seconds: float = 10.0
+    frame_timeout_seconds: float = 60.0
+    max_tensor_rank: int = 32
     max_regions_per_connection: int = 64
     max_region_bytes_per_connection: int = 1 << 30
     models: tuple[ModelSettings, ...] = field(default_factory=tuple)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import INVALID_ARGUMENT, ProtocolError
+from .errors import INVALID_ARGUMENT, ProtocolError, clip
 
 # Code numbers are used in ring records; never renumber.
 DTYPE_CODES: dict[str, int] = {
@@ -34,10 +34,6 @@ NUMPY: dict[str, np.dtype[Any]] = {
     name: np.dtype(name).newbyteorder("<") for name in DTYPE_CODES if name != "string"
 }
 STRING = "string"
-# Most dimensions a tensor may have, checked before any product of its shape is
-# computed, on both sides of a ring (TensorFlow's own kernels stop at 254; no served
-# model needs a tenth of that).
-MAX_RANK = 32
 
 
 def itemsize(dtype: str) -> int:
@@ -80,7 +76,39 @@ def count(shape: list[int] | tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def check_wire_tensor(field: str, t: Any) -> tuple[str, list[int], Any]:
+# The highest rank read from anyone (a client, a worker's ring, a server's reply) before
+# any product of dimensions is taken: 150,000 dimensions once cost the loop 14 s in
+# big-integer products. TensorFlow itself stops at 254; 32 is well above any model's.
+# `server.max_tensor_rank` may lower it for clients, never raise it.
+MAX_RANK = 32
+# Each dimension fits in a signed 64-bit integer (numpy's and TensorFlow's shapes).
+MAX_DIM = (1 << 63) - 1
+
+
+def check_shape(field: str, shape: Any, max_rank: int = MAX_RANK) -> list[int]:
+    """A shape read from another process: a list of at most `max_rank` non-negative
+    64-bit integers. The rank is checked first, so nothing is computed on a long list."""
+    if not isinstance(shape, (list, tuple)):
+        raise ProtocolError(
+            INVALID_ARGUMENT,
+            f"{field}: expected a list of non-negative integers, received {clip(shape)}",
+        )
+    if len(shape) > max_rank:
+        raise ProtocolError(
+            INVALID_ARGUMENT,
+            f"{field}: expected rank at most {max_rank} (max_tensor_rank), "
+            f"received rank {len(shape)}",
+        )
+    for d in shape:
+        if type(d) is not int or not 0 <= d <= MAX_DIM:
+            raise ProtocolError(
+                INVALID_ARGUMENT,
+                f"{field}: expected a list of non-negative integers, received {clip(shape)}",
+            )
+    return shape if isinstance(shape, list) else list(shape)
+
+
+def check_wire_tensor(field: str, t: Any, max_rank: int = MAX_RANK) -> tuple[str, list[int], Any]:
     """Validate the envelope of a wire tensor; return (dtype, shape, data-or-shm).
 
     `field` names the tensor in messages (e.g. "inputs.x").
@@ -93,21 +121,14 @@ def check_wire_tensor(field: str, t: Any) -> tuple[str, list[int], Any]:
     if not isinstance(dtype, str) or dtype not in DTYPE_CODES:
         raise ProtocolError(
             INVALID_ARGUMENT,
-            f"{field}.dtype: expected one of {sorted(DTYPE_CODES)}, received {dtype!r}",
+            f"{field}.dtype: expected one of {sorted(DTYPE_CODES)}, received {clip(dtype)}",
         )
-    shape = t.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise ProtocolError(
-            INVALID_ARGUMENT,
-            f"{field}.shape: expected a list of non-negative integers, received {shape!r}",
-        )
+    shape = check_shape(f"{field}.shape", t.get("shape"), max_rank)
     extra = set(t) - {"dtype", "shape", "data", "shm"}
     if extra:
         raise ProtocolError(
             INVALID_ARGUMENT,
-            f"{field}: unexpected keys {sorted(map(str, extra))}; "
+            f"{field}: unexpected keys {clip(sorted(map(str, extra)))}; "
             "expected dtype, shape and data or shm",
         )
     if "shm" in t:
@@ -126,7 +147,7 @@ def check_wire_tensor(field: str, t: Any) -> tuple[str, list[int], Any]:
         if len(data) != n:
             raise ProtocolError(
                 INVALID_ARGUMENT,
-                f"{field}.data: expected {n} items for shape {shape}, received {len(data)}",
+                f"{field}.data: expected {n} items for shape {clip(shape)}, received {len(data)}",
             )
         return dtype, shape, data
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -137,7 +158,8 @@ def check_wire_tensor(field: str, t: Any) -> tuple[str, list[int], Any]:
     if len(data) != want:
         raise ProtocolError(
             INVALID_ARGUMENT,
-            f"{field}.data: expected {want} bytes ({n} x {dtype} for shape {shape}), "
+            f"{field}.data: expected {clip(want)} bytes ({clip(n)} x {dtype} "
+            f"for shape {clip(shape)}), "
             f"received {len(data)}",
         )
     return dtype, shape, data

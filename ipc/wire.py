@@ -8,22 +8,80 @@ can answer RESOURCE_EXHAUSTED and close.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from typing import Any
 
 import msgpack
 
-from .errors import INVALID_ARGUMENT, ProtocolError
+from .errors import INVALID_ARGUMENT, ProtocolError, clip
 
 HEADER = struct.Struct(">I")
 MAX_UINT64 = (1 << 64) - 1
 
 
 class FrameTooLarge(Exception):
-    def __init__(self, length: int, limit: int) -> None:
-        super().__init__(f"frame length {length} exceeds max_frame_bytes {limit}")
+    """A frame header announced more than the limit `key` allows."""
+
+    def __init__(self, length: int, limit: int, key: str = "max_frame_bytes") -> None:
+        super().__init__(f"frame length {length} exceeds {key} {limit}")
         self.length = length
         self.limit = limit
+        self.key = key
+
+
+# A body larger than the scratch buffer gets its own buffer, grown as its bytes arrive:
+# never more than twice what was received (or GROW_MIN), so a header that announces
+# 256 MiB and sends nothing commits nothing. The buffer is an anonymous mapping that
+# grows with mremap (mmap.resize), which moves pages instead of copying them, so a body
+# is still read in place. A finished body's mapping is kept for the next large body
+# (SPARE_BYTES in all, shared by every reader): memory already committed, whose pages
+# are already faulted in, where a fresh buffer would fault every page again.
+GROW_MIN = 256 * 1024
+SPARE_BYTES = 64 << 20
+_spares: list[mmap.mmap] = []
+
+
+def _new_map(cap: int) -> mmap.mmap:
+    return mmap.mmap(-1, cap, flags=mmap.MAP_PRIVATE)
+
+
+def _take(cap: int) -> mmap.mmap:
+    """A mapping of at least `cap` bytes: a spare if there is one."""
+    if _spares:
+        m = _spares.pop()
+        if len(m) >= cap:
+            return m
+        try:
+            m.resize(cap)
+            return m
+        except (BufferError, OSError, SystemError):
+            m.close()
+    return _new_map(cap)
+
+
+def _recycle(m: mmap.mmap) -> None:
+    """Keep a finished body's mapping as a spare, unless a view of it is still alive."""
+    try:
+        m.resize(len(m))  # refused while any buffer export of it exists
+    except (BufferError, OSError, SystemError):
+        return  # still viewed somewhere: leave it to the garbage collector
+    if sum(map(len, _spares)) + len(m) <= SPARE_BYTES:
+        _spares.append(m)
+    else:
+        m.close()
+
+
+def _grow(body: mmap.mmap, filled: int, need: int) -> mmap.mmap:
+    cap = min(need, max(2 * len(body), GROW_MIN))
+    try:
+        body.resize(cap)
+        return body
+    except (BufferError, OSError, SystemError):
+        pass  # a view of it is still alive, or no mremap: copy instead
+    new = _new_map(cap)
+    new[:filled] = body[:filled]
+    return new
 
 
 def pack(obj: dict[str, Any]) -> bytes:
@@ -87,14 +145,54 @@ def _nbytes(obj: bytes | bytearray | memoryview) -> int:
     return obj.nbytes if isinstance(obj, memoryview) else len(obj)
 
 
+# A one-byte msgpack array or map decodes into a 56-64 byte Python object: a 256 MiB
+# frame of empty arrays would become 16 GB of lists (and minutes of garbage collection).
+# A request holds a handful of containers (a map per tensor, a shape); a frame past
+# BUDGET_FROM bytes may hold at most MAX_CONTAINERS of them. Smaller frames are decoded
+# without the count (it doubles the decode time of a small request), their worst case
+# being a few MiB.
+MAX_CONTAINERS = 65536
+BUDGET_FROM = 64 * 1024
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_CONTAINERS
+
+    def __call__(self, obj: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise ProtocolError(
+                INVALID_ARGUMENT,
+                f"frame body: expected at most {MAX_CONTAINERS} msgpack arrays and maps "
+                "in one frame, received more",
+            )
+        return obj
+
+
 def unpack_body(body: bytes | memoryview) -> Any:
     """Decode one frame body. Raises ProtocolError(INVALID_ARGUMENT) on any bad msgpack."""
     try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_no_ext)
+        if len(body) > BUDGET_FROM:
+            budget = _Budget()
+            msg = msgpack.unpackb(
+                body,
+                raw=False,
+                strict_map_key=False,
+                ext_hook=_no_ext,
+                list_hook=budget,
+                object_hook=budget,
+            )
+        else:
+            msg = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_no_ext)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(INVALID_ARGUMENT, f"frame body is not valid msgpack: {exc}") from None
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"frame body is not valid msgpack: {clip(str(exc))}"
+        ) from None
     _reject_timestamps(msg)
     return msg
 
@@ -145,8 +243,9 @@ class FrameDecoder:
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._head = bytearray()
-        self._body: bytearray | None = None
+        self._body: mmap.mmap | None = None
         self._filled = 0
+        self._need = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
         """Return the complete frame bodies; raise FrameTooLarge on an oversize length."""
@@ -156,11 +255,13 @@ class FrameDecoder:
         while pos < end:
             body = self._body
             if body is not None:
-                take = min(len(body) - self._filled, end - pos)
+                take = min(self._need - self._filled, end - pos)
+                while self._filled + take > len(body):
+                    body = self._body = _grow(body, self._filled, self._need)
                 body[self._filled : self._filled + take] = mv[pos : pos + take]
                 self._filled += take
                 pos += take
-                if self._filled == len(body):
+                if self._filled == self._need:
                     out.append(memoryview(body))
                     self._body = None
                 continue
@@ -181,8 +282,8 @@ class FrameDecoder:
                 out.append(mv[pos : pos + length])
                 pos += length
             else:
-                self._body = bytearray(length)
-                self._filled = 0
+                self._body = _new_map(min(length, max(2 * (end - pos), GROW_MIN)))
+                self._filled, self._need = 0, length
         return out
 
     @property
@@ -199,20 +300,42 @@ class FrameReader:
     `get_buffer`.
     """
 
-    def __init__(self, max_frame_bytes: int, scratch: int = 256 * 1024) -> None:
+    def __init__(
+        self, max_frame_bytes: int, scratch: int = 256 * 1024, limit_key: str = "max_frame_bytes"
+    ) -> None:
+        # The limit may change between reads (a smaller one until `auth`); `limit_key`
+        # names it in the error.
         self.max_frame_bytes = max_frame_bytes
+        self.limit_key = limit_key
         self._scratch = bytearray(scratch)
         self._sview = memoryview(self._scratch)
         self._start = 0
         self._end = 0
-        self._body: bytearray | None = None
+        self._body: mmap.mmap | None = None
         self._filled = 0
+        self._need = 0
+        self._done: mmap.mmap | None = None  # the last large body handed out
         # An oversize length, reported after the whole frames read before it.
         self.error: FrameTooLarge | None = None
+        # At most this many bodies per call (None: all); `more` says some were held back
+        # (read them with buffer_updated(0)). One, until `auth` has raised the limit.
+        self.max_frames: int | None = None
+        self.more = False
+
+    @property
+    def partial(self) -> bool:
+        """Part of a frame has been read and its end has not."""
+        return self._body is not None or self._end > self._start
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
+        if self._done is not None:  # its consumer has had it for a whole turn: reuse
+            _recycle(self._done)
+            self._done = None
         if self._body is not None:
-            return memoryview(self._body)[self._filled :]
+            if self._filled == len(self._body):
+                self._body = _grow(self._body, self._filled, self._need)
+            # Never past the frame's end: a spare may be larger than this body.
+            return memoryview(self._body)[self._filled : self._need]
         if self._start:
             n = self._end - self._start
             self._sview[:n] = self._sview[self._start : self._end]
@@ -225,17 +348,22 @@ class FrameReader:
         body = self._body
         if body is not None:
             self._filled += nbytes
-            if self._filled < len(body):
+            if self._filled < self._need:
                 return []
             self._body = None
-            return [memoryview(body)]
+            self._done = body
+            return [memoryview(body)[: self._need]]
         self._end += nbytes
         out: list[memoryview] = []
         sv, start, end = self._sview, self._start, self._end
+        self.more = False
         while end - start >= 4:
+            if self.max_frames is not None and len(out) >= self.max_frames:
+                self.more = True
+                break
             (length,) = HEADER.unpack_from(sv, start)
             if length > self.max_frame_bytes:
-                self.error = FrameTooLarge(length, self.max_frame_bytes)
+                self.error = FrameTooLarge(length, self.max_frame_bytes, self.limit_key)
                 start = end
                 break
             have = end - start - 4
@@ -244,10 +372,11 @@ class FrameReader:
                 start += 4 + length
                 continue
             if 4 + length > len(sv):
-                # Too big for scratch: give the body its own buffer, read into it directly.
-                big = bytearray(length)
+                # Too big for scratch: give the body its own buffer, read into it directly,
+                # sized by what has arrived so far (see GROW_MIN), not by the header.
+                big = _take(min(length, max(2 * have, GROW_MIN)))
                 big[:have] = sv[start + 4 : end]
-                self._body, self._filled = big, have
+                self._body, self._filled, self._need = big, have, length
                 start = end = 0
             break
         if start == end:
@@ -275,12 +404,15 @@ def check_request(msg: Any) -> tuple[int, str]:
     if rid is None:
         got = msg.get("id", "<absent>")
         raise ProtocolError(
-            INVALID_ARGUMENT, f"field 'id': expected an unsigned 64-bit integer, received {got!r}"
+            INVALID_ARGUMENT,
+            f"field 'id': expected an unsigned 64-bit integer, received {clip(got)}",
         )
     op = msg.get("op")
     if not isinstance(op, str):
         got = msg.get("op", "<absent>")
-        raise ProtocolError(INVALID_ARGUMENT, f"field 'op': expected a string, received {got!r}")
+        raise ProtocolError(
+            INVALID_ARGUMENT, f"field 'op': expected a string, received {clip(got)}"
+        )
     return rid, op
 
 

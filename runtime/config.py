@@ -7,6 +7,7 @@ was expected and what was received.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -107,6 +108,13 @@ class ServerConfig:
     version_poll_seconds: float = 5.0
     worker_start_timeout_seconds: float = 120.0
     max_spin_us: int = 1000
+    # Input limits (docs/security.md): every one is a bound on what a client can make
+    # the server hold or compute before it has proved anything.
+    max_connections: int = 256
+    max_frame_bytes_before_auth: int = 8192
+    handshake_timeout_seconds: float = 10.0
+    frame_timeout_seconds: float = 60.0
+    max_tensor_rank: int = 32
     max_regions_per_connection: int = 64
     max_region_bytes_per_connection: int = 1 << 30
 
@@ -149,7 +157,10 @@ class _V:
         return v
 
     def num(self, key: str, v: Any, lo: float = 0.0) -> float:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < lo:
+        # NaN compares false with everything, so `v < lo` alone lets it through.
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise self.fail(key, f"a finite number >= {lo}", v)
+        if v < lo:
             raise self.fail(key, f"a number >= {lo}", v)
         return float(v)
 
@@ -216,12 +227,17 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         "worker_inflight": 1,
         "default_timeout_ms": 0,
         "max_spin_us": 0,
+        "max_connections": 1,
+        "max_frame_bytes_before_auth": 64,
         "max_regions_per_connection": 0,
         "max_region_bytes_per_connection": 0,
     }
     for k, lo in ints.items():
         if k in t:
             out[k] = v.int_(f"server.{k}", t[k], lo)
+    if "max_tensor_rank" in t:
+        # The ring and the SDK refuse more than MAX_RANK whatever this says.
+        out["max_tensor_rank"] = v.int_("server.max_tensor_rank", t["max_tensor_rank"], 0, 32)
     if "ring_bytes" in out and out["ring_bytes"] % 4096:
         raise v.fail("server.ring_bytes", "a multiple of 4096", out["ring_bytes"])
     for k in (
@@ -229,9 +245,20 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         "heartbeat_timeout_seconds",
         "version_poll_seconds",
         "worker_start_timeout_seconds",
+        "handshake_timeout_seconds",
+        "frame_timeout_seconds",
     ):
         if k in t:
             out[k] = v.num(f"server.{k}", t[k], 0.0)
+    token_file = out.get("auth_token_file", "")
+    before_auth = out.get("max_frame_bytes_before_auth", d.max_frame_bytes_before_auth)
+    if token_file and os.path.getsize(token_file) + 64 > before_auth:
+        raise v.fail(
+            "server.max_frame_bytes_before_auth",
+            f"room for the auth frame: at least the token's size + 64 "
+            f"({os.path.getsize(token_file) + 64} bytes)",
+            before_auth,
+        )
     if not out.get("tcp", d.tcp) and not out.get("unix", d.unix):
         raise v.fail("server.tcp", "a listener: tcp or unix must be set", "")
     return ServerConfig(**{**d.__dict__, **out})

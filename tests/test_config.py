@@ -74,6 +74,11 @@ heartbeat_timeout_seconds = 30
 version_poll_seconds = 0
 worker_start_timeout_seconds = 60.0
 max_spin_us = 0
+max_connections = 100
+max_frame_bytes_before_auth = 4096
+handshake_timeout_seconds = 5
+frame_timeout_seconds = 0
+max_tensor_rank = 8
 
 [[models]]
 name = "mlp"
@@ -138,6 +143,11 @@ version_policy = "all"
         version_poll_seconds=0.0,
         worker_start_timeout_seconds=60.0,
         max_spin_us=0,
+        max_connections=100,
+        max_frame_bytes_before_auth=4096,
+        handshake_timeout_seconds=5.0,
+        frame_timeout_seconds=0.0,
+        max_tensor_rank=8,
     )
     assert isinstance(cfg.server.heartbeat_timeout_seconds, float)
     mlp, other, third, fourth = cfg.models
@@ -187,6 +197,8 @@ def test_no_server_table_gives_documented_defaults(tmp_path: Path, model_dir: Pa
     assert (s.default_timeout_ms, s.max_spin_us) == (0, 1000)
     assert (s.grace_seconds, s.heartbeat_timeout_seconds) == (30.0, 60.0)
     assert (s.version_poll_seconds, s.worker_start_timeout_seconds) == (5.0, 120.0)
+    assert (s.max_connections, s.max_frame_bytes_before_auth, s.max_tensor_rank) == (256, 8192, 32)
+    assert (s.handshake_timeout_seconds, s.frame_timeout_seconds) == (10.0, 60.0)
     (m,) = cfg.models
     assert m.version_policy == VersionPolicy("latest")
     assert m.instances == Instances(count=1, devices=("cpu",), intra_op_threads=1)
@@ -289,6 +301,25 @@ BAD = [
     ("[server]\nworker_inflight = 0", "server.worker_inflight"),
     ("[server]\nunix_mode = 0o1777", "server.unix_mode"),
     ("[server]\ngrace_seconds = -1.0", "server.grace_seconds"),
+    # NaN and infinities, in every float key (NaN passes `< 0` checks)
+    ("[server]\ngrace_seconds = nan", "server.grace_seconds"),
+    ("[server]\nheartbeat_timeout_seconds = inf", "server.heartbeat_timeout_seconds"),
+    ("[server]\nversion_poll_seconds = -nan", "server.version_poll_seconds"),
+    ("[server]\nworker_start_timeout_seconds = +inf", "server.worker_start_timeout_seconds"),
+    ("[server]\nhandshake_timeout_seconds = nan", "server.handshake_timeout_seconds"),
+    ("[server]\nframe_timeout_seconds = inf", "server.frame_timeout_seconds"),
+    (
+        "@MODEL\n[models.instances]\ngpu_memory_fraction = nan",
+        f"{M0}.instances.gpu_memory_fraction",
+    ),
+    # input limits
+    ("[server]\nmax_connections = 0", "server.max_connections"),
+    ("[server]\nmax_connections = 1.5", "server.max_connections"),
+    ("[server]\nmax_frame_bytes_before_auth = 10", "server.max_frame_bytes_before_auth"),
+    ("[server]\nmax_tensor_rank = 33", "server.max_tensor_rank"),
+    ("[server]\nmax_tensor_rank = -1", "server.max_tensor_rank"),
+    ("[server]\nhandshake_timeout_seconds = -1", "server.handshake_timeout_seconds"),
+    ("[server]\nframe_timeout_seconds = 'x'", "server.frame_timeout_seconds"),
     ("[server]\nname = 'has space'", "server.name"),
     ("[server]\nname = ''", "server.name"),
     ("[server]\nauth_token_file = '/nonexistent/token'", "server.auth_token_file"),
@@ -526,3 +557,21 @@ def test_check_config_bad(tmp_path: Path, model_dir: Path, extra: str, key: str)
 def test_check_config_missing_file(tmp_path: Path) -> None:
     r = _check_config(tmp_path / "absent.toml")
     assert r.returncode == 2 and "file not found" in r.stderr
+
+
+def test_nan_message_names_the_key(tmp_path: Path, model_dir: Path) -> None:
+    path = write(tmp_path, "[server]\ngrace_seconds = nan\n" + model_toml(model_dir))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert "'server.grace_seconds'" in str(info.value) and "finite" in str(info.value)
+    assert "nan" in str(info.value)
+
+
+def test_token_must_fit_the_frame_before_auth(tmp_path: Path, model_dir: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t" * 5000)
+    text = f'[server]\nauth_token_file = "{token}"\nmax_frame_bytes_before_auth = 4096\n'
+    with pytest.raises(ConfigError, match=r"server\.max_frame_bytes_before_auth"):
+        load(write(tmp_path, text + model_toml(model_dir)))
+    text = text.replace("4096", "8192")
+    assert load(write(tmp_path, text + model_toml(model_dir))).server.auth_token_file

@@ -18,7 +18,7 @@ from ringserve.ipc import errors as E
 from ringserve.ipc import tensors as T
 from ringserve.ipc import wire
 from ringserve.ipc.errors import ProtocolError
-from ringserve.ipc.wire import FrameDecoder, FrameTooLarge
+from ringserve.ipc.wire import GROW_MIN, FrameDecoder, FrameTooLarge
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -137,16 +137,19 @@ def test_frame_too_large_allocates_nothing() -> None:
     assert peak < 1 << 20
 
 
-def test_partial_body_buffer_is_exactly_its_length() -> None:
-    dec = FrameDecoder(1 << 20)
+def test_partial_body_buffer_grows_with_what_arrived() -> None:
+    """A header announcing 200 MB commits memory for the bytes received, not for 200 MB."""
+    dec = FrameDecoder(1 << 28)
     tracemalloc.start()
     try:
-        dec.feed(struct.pack(">I", 300_000) + b"x")
+        dec.feed(struct.pack(">I", 200_000_000) + b"x")
         current, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert 300_000 <= current < 400_000
-    assert feed_all(dec, [b"y" * 299_999]) == [b"x" + b"y" * 299_999]
+    assert current < 2 * GROW_MIN
+    dec = FrameDecoder(1 << 20)
+    dec.feed(struct.pack(">I", 300_000) + b"x")
+    assert feed_all(dec, [b"y" * 99_999, b"z" * 200_000]) == [b"x" + b"y" * 99_999 + b"z" * 200_000]
 
 
 # ---- pack / pack_parts ---------------------------------------------------------------
@@ -584,3 +587,59 @@ def test_shape_matches() -> None:
     assert T.shape_matches([], [])
     assert not T.shape_matches([-1, 3], [7, 4])
     assert not T.shape_matches([-1], [1, 1])
+
+
+# ---- limits on what is read from a peer ------------------------------------------------
+
+
+def test_rank_is_refused_before_any_product() -> None:
+    import time
+
+    t = {"dtype": "float32", "shape": [1 << 40] * 150_000, "data": b""}
+    t0 = time.perf_counter()
+    with pytest.raises(ProtocolError) as ei:
+        T.check_wire_tensor("inputs.x", t)
+    assert time.perf_counter() - t0 < 0.05
+    assert ei.value.code == E.INVALID_ARGUMENT
+    assert "inputs.x.shape" in ei.value.message and "rank at most 32" in ei.value.message
+    assert "150000" in ei.value.message and len(ei.value.message) < 300
+    assert T.check_wire_tensor("x", {"dtype": "uint8", "shape": [1] * 32, "data": b"\0"})
+    with pytest.raises(ProtocolError, match="rank at most 4"):
+        T.check_wire_tensor("x", {"dtype": "uint8", "shape": [1] * 5, "data": b"\0"}, max_rank=4)
+
+
+@pytest.mark.parametrize(
+    "shape", [[-1], [True], [1.0], "abc", None, [1 << 64], [[1]], list(range(40, 0, -1))]
+)
+def test_bad_shapes_name_the_field(shape: Any) -> None:
+    with pytest.raises(ProtocolError) as ei:
+        T.check_wire_tensor("inputs.x", {"dtype": "uint8", "shape": shape, "data": b""})
+    assert ei.value.message.startswith("inputs.x.shape: expected")
+
+
+def test_huge_shapes_format_bounded_messages() -> None:
+    """32 dims of 2**62: the element count has 600 digits; the message stays short."""
+    with pytest.raises(ProtocolError) as ei:
+        T.check_wire_tensor("x", {"dtype": "float64", "shape": [1 << 62] * 32, "data": b""})
+    assert len(ei.value.message) < 1000 and "bits" in ei.value.message
+
+
+def test_clip_cuts_values_and_says_how_long() -> None:
+    name = "m" * (4 << 20)
+    text = E.clip(name)
+    assert len(text) < 300 and text.endswith(f"... ({4 << 20} bytes)")
+    assert E.clip("short") == "'short'"
+    dims = E.clip(list(range(150_000)))
+    assert len(dims) < 300 and "150000 items" in dims
+    assert E.clip(10**6000) == f"<int of {(10**6000).bit_length()} bits>"
+    assert len(E.clip({"a": [{"b": "x" * 10_000}] * 100})) < 300
+    assert E.clip(b"\x00" * 1000).endswith("... (1000 bytes)")
+
+
+def test_decoder_grows_past_the_heap_into_a_mapping() -> None:
+    """Chunks far larger than the buffer: it grows as often as needed, into mmap."""
+    body = msgpack.packb({"id": 1, "d": bytes(range(256)) * 20_000})  # ~5 MB
+    stream = struct.pack(">I", len(body)) + body
+    dec = FrameDecoder(1 << 26)
+    out = dec.feed(stream[:10]) + dec.feed(stream[10:3_000_000]) + dec.feed(stream[3_000_000:])
+    assert [bytes(b) for b in out] == [body]

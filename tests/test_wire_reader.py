@@ -57,3 +57,72 @@ def test_large_body_is_read_in_place() -> None:
     stream = struct.pack(">I", len(body)) + body
     got = feed(r, stream, [700])
     assert got == [msgpack.unpackb(body)]
+
+
+def test_announced_length_is_not_allocated_before_it_arrives() -> None:
+    """A header announcing 200 MB with one byte behind it costs the bytes received."""
+    wire._spares.clear()  # no mapping kept from an earlier large body
+    r = wire.FrameReader(1 << 28, scratch=1024)
+    buf = r.get_buffer(-1)
+    buf[:5] = struct.pack(">I", 200_000_000) + b"x"
+    assert r.buffer_updated(5) == []
+    assert r.partial
+    assert len(r.get_buffer(-1)) <= wire.GROW_MIN
+    # As bytes arrive the buffer grows, never past twice what was received.
+    received = 1
+    for _ in range(6):
+        buf = r.get_buffer(-1)
+        buf[:] = b"y" * len(buf)
+        received += len(buf)
+        assert r.buffer_updated(len(buf)) == []
+        assert len(r.get_buffer(-1)) + received <= max(2 * received, wire.GROW_MIN)
+
+
+def test_limit_can_change_between_frames() -> None:
+    """A connection reads with a small limit until `auth`, then with the full one."""
+    r = wire.FrameReader(1 << 20, limit_key="max_frame_bytes_before_auth")
+    r.max_frame_bytes = 64
+    buf = r.get_buffer(-1)
+    buf[:4] = struct.pack(">I", 65)
+    assert r.buffer_updated(4) == []
+    assert isinstance(r.error, wire.FrameTooLarge)
+    assert r.error.key == "max_frame_bytes_before_auth" and "64" in str(r.error)
+
+
+def test_max_frames_holds_the_rest_back() -> None:
+    r = wire.FrameReader(1 << 20)
+    r.max_frames = 1
+    stream = wire.pack({"id": 1}) + wire.pack({"id": 2}) + wire.pack({"id": 3})
+    buf = r.get_buffer(-1)
+    buf[: len(stream)] = stream
+    assert [msgpack.unpackb(b) for b in r.buffer_updated(len(stream))] == [{"id": 1}]
+    assert r.more and r.partial
+    r.max_frames = None
+    got = [msgpack.unpackb(b) for b in r.buffer_updated(0)]
+    assert got == [{"id": 2}, {"id": 3}] and not r.more and not r.partial
+
+
+def test_large_bodies_reuse_a_mapping_once_released() -> None:
+    wire._spares.clear()
+    r = wire.FrameReader(1 << 24, scratch=1024)
+    stream = b"".join(wire.pack({"id": i, "d": bytes([i]) * 300_000}) for i in range(3))
+    got = feed(r, stream, [70_000])
+    assert [m["id"] for m in got] == [0, 1, 2]  # type: ignore[index]
+    r.get_buffer(-1)
+    assert len(wire._spares) == 1  # the last body's mapping, kept for the next
+    # A body still viewed is never reused.
+    r2 = wire.FrameReader(1 << 24, scratch=1024)
+    body = msgpack.packb({"d": b"z" * 300_000})
+    out: list[memoryview] = []
+    pos, data = 0, struct.pack(">I", len(body)) + body
+    while pos < len(data):
+        buf = r2.get_buffer(-1)
+        n = min(len(buf), 50_000, len(data) - pos)
+        buf[:n] = data[pos : pos + n]
+        del buf
+        pos += n
+        out += r2.buffer_updated(n)
+    held = out[0]
+    r2.get_buffer(-1)
+    feed(r2, wire.pack({"d": b"q" * 300_000}), [50_000])
+    assert bytes(held) == body  # untouched by the next body
