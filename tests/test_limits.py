@@ -11,9 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import fuzzing
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from ringserve.client import Client, Unauthenticated
 from ringserve.runtime.launch import ServerProcess
@@ -329,3 +331,28 @@ def test_sdk_connection_survives_idling_before_its_first_request(srv: Limited) -
         time.sleep(1.6)  # the idleness under test: past handshake_timeout_seconds (1 s)
         served(c)
         served(t)
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(case=fuzzing.cases(512))  # max_frame_bytes_before_auth: headers past it close
+def _fuzz_before_auth(srv: Limited, good: Client, case: list[fuzzing.Frame]) -> None:
+    """Hostile frames on a TCP connection that has not authenticated: only a correct
+    `auth` is answered ok; everything else is UNAUTHENTICATED (or an envelope error) and
+    the connection is closed; the Unix client keeps being served."""
+    out = fuzzing.run_case(srv.tcp_url, case, oversize="UNAUTHENTICATED")
+    for r in out.replies:
+        assert not r["ok"] or r["id"] is not None, r
+    if out.replies and out.replies[-1]["ok"] is False:
+        code = out.replies[-1]["error"]["code"]
+        assert code in ("UNAUTHENTICATED", "INVALID_ARGUMENT"), out.replies
+    assert good.health()["live"] is True
+
+
+def test_fuzz_before_auth(srv: Limited, good: Client) -> None:
+    _fuzz_before_auth(srv, good)
