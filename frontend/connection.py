@@ -19,6 +19,7 @@ from ringserve.ipc import errors as E
 from ringserve.ipc import wire
 from ringserve.ipc.errors import ProtocolError, clip
 
+from .drain import ANSWERED_WHILE_DRAINING, STOPPING_MESSAGE
 from .regions import Regions
 
 if TYPE_CHECKING:
@@ -77,6 +78,11 @@ class Connection(asyncio.BufferedProtocol):
                 st.max_regions_per_connection, st.max_region_bytes_per_connection
             )
         self._limit = frontend.settings.max_inflight_per_connection
+        # Draining (frontend/drain.py): set only once the server is stopping.
+        self.told_stopping = 0.0  # when the first "stopping" reply went out
+        self.last_active = 0.0
+        self.half_closed_at = 0.0
+        self._discard: bytearray | None = None
 
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -118,6 +124,8 @@ class Connection(asyncio.BufferedProtocol):
         self._update_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._discard is not None:
+            return memoryview(self._discard)
         return self.reader.get_buffer(sizehint)
 
     @property
@@ -125,6 +133,8 @@ class Connection(asyncio.BufferedProtocol):
         return self._read_paused
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._discard is not None:
+            return  # half-closed: what crosses the close is never read nor computed
         service = self.frontend.dispatcher.service
         reader = self.reader
         while True:
@@ -175,6 +185,11 @@ class Connection(asyncio.BufferedProtocol):
                 )
                 self.close()
                 return
+            if self.frontend.draining:
+                self.last_active = now = time.monotonic()
+                if op not in ANSWERED_WHILE_DRAINING:
+                    self.told_stopping = self.told_stopping or now
+                    raise ProtocolError(E.UNAVAILABLE, STOPPING_MESSAGE)
             if op == "infer":
                 self.inflight += 1
                 try:
@@ -193,12 +208,21 @@ class Connection(asyncio.BufferedProtocol):
                 )
             self.reply(wire.ok(rid, **handler(self, msg)))
         except ProtocolError as exc:
+            if not self.authenticated and exc.code != E.UNAUTHENTICATED:
+                # Before `auth`, a frame that is not one (not even valid msgpack) ends the
+                # connection: otherwise garbage frames would hold it open forever.
+                exc = ProtocolError(
+                    E.UNAUTHENTICATED, f"expected 'auth' first on TCP; this frame: {exc.message}"
+                )
+                self.close_after_reply = True
             self.reply(wire.error(rid, exc.code, exc.message))
             if self.close_after_reply:
                 self.close()
         except Exception as exc:  # a bug must not cost other clients their server
             self.frontend.log(f"internal error handling a request: {exc!r}")
             self.reply(wire.error(rid, E.INTERNAL, f"{type(exc).__name__}: {clip(str(exc))}"))
+            if not self.authenticated:
+                self.close()
 
     def authenticate(self, token: Any) -> None:
         want = self.frontend.settings.auth_token
@@ -217,7 +241,7 @@ class Connection(asyncio.BufferedProtocol):
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:
         """Queue a reply; replies produced in one turn of the loop leave in one write."""
         t = self.transport
-        if t is None or self.closed or t.is_closing():
+        if t is None or self.closed or self.half_closed_at or t.is_closing():
             return
         if large:
             self._out.extend(wire.pack_parts(msg))
@@ -231,17 +255,19 @@ class Connection(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         out, self._out = self._out, []
         t = self.transport
-        if out and t is not None and not t.is_closing():
+        if out and t is not None and not t.is_closing() and not self.half_closed_at:
             t.writelines(out)
 
     def request_done(self) -> None:
         self.inflight -= 1
+        if self.frontend.draining:
+            self.last_active = time.monotonic()
         if self._read_paused:
             self._update_reading()
 
     def _update_reading(self) -> None:
         t = self.transport
-        if t is None or self.closed:
+        if t is None or self.closed or self.half_closed_at:
             return
         want_pause = self._write_paused or self.inflight >= self._limit
         if want_pause and not self._read_paused:
@@ -252,6 +278,22 @@ class Connection(asyncio.BufferedProtocol):
             and self._read_paused
             and (self.inflight <= self._limit // 2 or self.inflight == 0)
         ):
+            self._read_paused = False
+            t.resume_reading()
+
+    def close_idle(self) -> None:
+        """Draining: half-close after the replies already made; the peer sees EOF."""
+        t = self.transport
+        if t is None or self.closed or self.half_closed_at:
+            return
+        if not t.can_write_eof():
+            self.close()
+            return
+        self.flush()
+        self.half_closed_at = time.monotonic()
+        self._discard = bytearray(65536)
+        t.write_eof()
+        if self._read_paused:  # keep reading, to see the peer's EOF and drop the rest
             self._read_paused = False
             t.resume_reading()
 

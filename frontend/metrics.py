@@ -1,6 +1,8 @@
 """Prometheus text exposition over HTTP (`server.metrics`), built from the `stats` op.
 
-A deliberately small HTTP/1.0 responder on the same loop: GET /metrics only.
+A deliberately small HTTP/1.0 responder on the same loop: GET /metrics, and the
+probes a load balancer reads: /healthz (200 while the process serves) and /readyz
+(200 exactly when the `health` op answers ready, else 503).
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ def render(stats: dict[str, Any]) -> str:
 
 
 class MetricsProtocol(asyncio.Protocol):
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, ready: Callable[[], bool] = lambda: True) -> None:
         self.stats = stats
+        self.ready = ready
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
@@ -95,9 +98,16 @@ class MetricsProtocol(asyncio.Protocol):
                 self.transport.close()
             return
         line = self.buf.split(b"\n", 1)[0].decode("latin-1").split()
-        if len(line) >= 2 and line[0] == "GET" and line[1].split("?")[0] == "/metrics":
+        path = line[1].split("?")[0] if len(line) >= 2 and line[0] == "GET" else ""
+        if path == "/metrics":
             body = render(self.stats()).encode()
             head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+        elif path == "/healthz" or (path == "/readyz" and self.ready()):
+            body = b"ok\n"
+            head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
+        elif path == "/readyz":
+            body = b"not ready\n"
+            head = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
         else:
             body = b"not found: GET /metrics\n"
             head = b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"

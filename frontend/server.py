@@ -15,6 +15,7 @@ from ringserve.ipc.errors import ProtocolError
 
 from .connection import Connection
 from .dispatch import Dispatcher
+from .drain import Drain
 from .limits import LimitLog, Watchdog
 from .metrics import MetricsProtocol
 from .regions import Regions
@@ -39,7 +40,13 @@ class Frontend:
         self.servers: list[tuple[str, asyncio.AbstractServer]] = []
         self._unix_path: str | None = None  # set only once this process bound it
         self.live = True
+        # Readiness: false from the moment a stop is asked for (health ready=false,
+        # /readyz 503), while requests are still served during the drain delay.
         self.accepting = True
+        # New requests are refused (UNAVAILABLE, "server is stopping"): the HTTP layer
+        # answers 503 the same way. Set by `begin_drain`, after the drain delay.
+        self.draining = False
+        self._drain = Drain(self)
         self.extra_stats: Callable[[], dict[str, Any]] = dict
         self.ops: dict[str, Op] = {
             "health": self._health,
@@ -110,7 +117,9 @@ class Frontend:
         if s.metrics:
             host, _, port = s.metrics.rpartition(":")
             srv = await self.loop.create_server(
-                lambda: MetricsProtocol(self.stats_snapshot), host.strip("[]"), int(port)
+                lambda: MetricsProtocol(self.stats_snapshot, self.ready),
+                host.strip("[]"),
+                int(port),
             )
             self.servers.append(("metrics", srv))
 
@@ -134,12 +143,25 @@ class Frontend:
             self._unix_path = None
 
     def close_connections(self) -> None:
+        self._drain.stop()
         for c in list(self.connections):
             c.close()
 
+    def ready(self) -> bool:
+        """What the `health` op answers as `ready` (and /readyz as 200 / 503)."""
+        return self.accepting and self.registry.ready()
+
+    def stop_ready(self) -> None:
+        """Readiness off: a load balancer stops sending; requests are still served."""
+        self.accepting = False
+
+    def begin_drain(self) -> None:
+        """Refuse new requests, stop listening, close connections as they go idle."""
+        self._drain.start()
+
     # ---- ops -----------------------------------------------------------------------
     def _health(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
-        return {"live": self.live, "ready": self.accepting and self.registry.ready()}
+        return {"live": self.live, "ready": self.ready()}
 
     def _models(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
         return {"models": self.registry.describe()}

@@ -104,6 +104,7 @@ class ServerConfig:
     worker_inflight: int = 2
     default_timeout_ms: int = 0
     grace_seconds: float = 30.0
+    drain_delay_seconds: float = 0.0
     heartbeat_timeout_seconds: float = 60.0
     version_poll_seconds: float = 5.0
     worker_start_timeout_seconds: float = 120.0
@@ -242,6 +243,7 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         raise v.fail("server.ring_bytes", "a multiple of 4096", out["ring_bytes"])
     for k in (
         "grace_seconds",
+        "drain_delay_seconds",
         "heartbeat_timeout_seconds",
         "version_poll_seconds",
         "worker_start_timeout_seconds",

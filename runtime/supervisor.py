@@ -43,6 +43,7 @@ EXIT_BIND = 4
 WORKER_LOAD_FAILED = 3
 MAX_BACKOFF = 30.0
 UNAVAILABLE = "UNAVAILABLE"
+STOPPING = "server is stopping"
 
 
 def log(text: str) -> None:
@@ -138,6 +139,8 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reloading = False
         self.frontend: Frontend | None = None
+        self._quick = False
+        self._skip_delay = asyncio.Event()
 
     @property
     def fe(self) -> Frontend:
@@ -613,27 +616,59 @@ class Supervisor:
             log(f"model {name}: removed")
 
     # ---- stopping ------------------------------------------------------------------
+    # SIGTERM: readiness off, serve `drain_delay_seconds` more, then drain: refuse new
+    # requests, answer what was accepted, close connections as they go idle, stop the
+    # workers, exit 0; `grace_seconds` after the delay whatever is left is killed.
+    # A second SIGTERM skips what remains of the delay. SIGINT: a quick stop: no delay,
+    # queued requests answered UNAVAILABLE at once, only what workers already hold
+    # runs; a SIGINT during a drain turns it quick, and a second SIGINT kills the
+    # workers now (what they held is answered UNAVAILABLE). docs/deploy.md.
     def request_stop(self, graceful: bool) -> None:
-        if self.stopping:
-            if not graceful:  # a second INT: stop now
-                self._kill_all()
+        if not self.stopping:
+            self._quick = not graceful
+            self._task(self._shutdown(graceful))
             return
-        self._task(self._shutdown(graceful))
+        if graceful:
+            if not self._skip_delay.is_set() and not self._quick:
+                log("second SIGTERM: skipping the rest of the drain delay")
+                self._skip_delay.set()
+            return
+        if not self._quick:
+            log("SIGINT while draining: quick stop, queued requests are answered UNAVAILABLE")
+            self._quick = True
+            self._skip_delay.set()
+            if self.fe.draining:
+                self._fail_all_queued(f"{STOPPING}: quick stop (SIGINT)")
+            return
+        log("second SIGINT: killing the workers now")
+        self._kill_all()
 
     async def _shutdown(self, graceful: bool) -> None:
         fe = self.fe
         self.stopping = True
         log(f"stopping ({'drain' if graceful else 'fast'})")
         systemd.notify("STOPPING=1", "STATUS=stopping")
-        fe.accepting = False
-        fe.close_listeners()
+        fe.stop_ready()
         for slot in self.slots:
             if slot.retry is not None:
                 slot.retry.cancel()
+        delay = self.cfg.server.drain_delay_seconds if graceful else 0.0
+        if delay > 0:
+            log(f"readiness off; serving {delay:g}s more before draining (drain_delay_seconds)")
+            try:
+                await asyncio.wait_for(self._skip_delay.wait(), delay)
+            except TimeoutError:
+                pass
+        fe.begin_drain()
+        log("draining: new requests are answered UNAVAILABLE, idle connections closed")
         deadline = time.monotonic() + self.cfg.server.grace_seconds
-        if not graceful:
-            self._fail_all_queued("server stopping")
-        while fe.dispatcher.inflight_total() and time.monotonic() < deadline:
+        if self._quick:
+            self._fail_all_queued(f"{STOPPING}: quick stop (SIGINT)")
+        # Done when every accepted request is answered and every client has gone (the
+        # drain closes each connection once idle); a quick stop does not wait for idle.
+        while time.monotonic() < deadline and (
+            fe.dispatcher.inflight_total() or (fe.connections and not self._quick)
+        ):
             await asyncio.sleep(0.005)
         for slot in self.slots:
             h = slot.handle
@@ -648,16 +683,20 @@ class Supervisor:
         while any(s.handle is not None for s in self.slots):
             await asyncio.sleep(0.005)
         self._fail_all_queued("server stopped")
-        # Let replies already written reach their clients before closing.
-        t_end = time.monotonic() + 1.0
-        while time.monotonic() < t_end and any(
-            c.transport is not None and c.transport.get_write_buffer_size() for c in fe.connections
-        ):
-            await asyncio.sleep(0.005)
+        await self._flush_replies(1.0)
         fe.close_connections()
         log("stopped")
         if self._done is not None and not self._done.done():
             self._done.set_result(self.exit_code)
+
+    async def _flush_replies(self, limit: float) -> None:
+        """Let replies already written reach their clients before closing."""
+        t_end = time.monotonic() + limit
+        while time.monotonic() < t_end and any(
+            c.transport is not None and c.transport.get_write_buffer_size()
+            for c in self.fe.connections
+        ):
+            await asyncio.sleep(0.005)
 
     def _fail_all_queued(self, why: str) -> None:
         for m in self.fe.registry.models.values():

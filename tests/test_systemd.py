@@ -358,7 +358,7 @@ def test_units_agree_with_the_example_config() -> None:
     assert start[1:] == ["serve", "--config", "/etc/ringserve/ringserve.toml"]
     assert "/bin/kill -HUP $MAINPID" in values(svc, s, "ExecReload")
     assert one(svc, s, "KillMode") == "mixed"
-    grace = cfg["server"]["grace_seconds"]
+    grace = cfg["server"]["grace_seconds"] + cfg["server"].get("drain_delay_seconds", 0.0)
     assert seconds(one(svc, s, "TimeoutStopSec")) > grace + 5
     assert seconds(one(svc, s, "WatchdogSec")) > 0
     assert one(svc, s, "User") == one(svc, s, "Group") == "ringserve"
