@@ -135,6 +135,7 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self._discard is not None:
             return  # half-closed: what crosses the close is never read nor computed
+        self.frontend.received_bytes += nbytes
         service = self.frontend.dispatcher.service
         reader = self.reader
         while True:
@@ -257,6 +258,7 @@ class Connection(asyncio.BufferedProtocol):
         t = self.transport
         if out and t is not None and not t.is_closing() and not self.half_closed_at:
             t.writelines(out)
+            self.frontend.sent_bytes += sum(map(len, out))
 
     def request_done(self) -> None:
         self.inflight -= 1

@@ -34,8 +34,9 @@ from ringserve.ipc.tensors import (
 from ringserve.ipc.wire import INLINE_LIMIT
 
 from .links import WorkerLink
+from .recorder import OK
 from .regions import Region, Regions
-from .registry import Registry, VersionState
+from .registry import ModelState, Registry, VersionState
 from .settings import FrontendSettings
 from .stats import ModelStats
 
@@ -200,6 +201,17 @@ class Dispatcher:
         """Validate and queue; the reply comes later through `conn`. Raises ProtocolError
         for a request that is answered at once."""
         model, v = self.registry.lookup(msg)
+        try:
+            self._accept(conn, cid, msg, model, v)
+        except ProtocolError as exc:
+            # Answered at once, but answered: counted like any other reply.
+            self.model_stats(model.name).fail(exc.code)
+            v.metrics.refused(exc.code)
+            raise
+
+    def _accept(
+        self, conn: Replier, cid: int, msg: dict[str, Any], model: ModelState, v: VersionState
+    ) -> None:
         sig_name = msg.get("signature", "serving_default")
         if not isinstance(sig_name, str):
             raise ProtocolError(
@@ -496,6 +508,7 @@ class Dispatcher:
             out.append((p, start, p.rows))
             start += p.rows
         self.model_stats(v.model).batch(rows, padded - rows)
+        v.metrics.batched(rows, padded - rows)
         return Job(v.number, out, batched=True, pad=padded - rows)
 
     def _batch_later(self, v: VersionState, wait: float, timeout: float) -> None:
@@ -558,8 +571,11 @@ class Dispatcher:
         link.busy_until = max(link.busy_until, now) + link.service.estimate(job.rows)
         if not job.batched:
             v.queue.popleft()
+        queued = v.metrics.queue
         for p, _, _ in job.parts:
             p.running = True  # tensors are kept: a retry after a crash needs them
+            if not p.retried:
+                queued.observe(now - p.t0)
         link.inflight[rid] = job
         self._check_region_reads(job)
         return True
@@ -644,14 +660,16 @@ class Dispatcher:
         job = link.inflight.pop(rid, None)
         if job is None:
             return
+        m = self.registry.models.get(link.model)
+        v = m.versions.get(link.version) if m is not None else None
         if head[3] >= 0:  # -1: expired unseen, says nothing of the service time
             link.service.observe(job.rows, head[3] / 1e9)
+            if v is not None:
+                v.metrics.computed(head)
         est = link.service.estimate
         link.busy_until = time.perf_counter() + sum(est(j.rows) for j in link.inflight.values())
         # Refill the worker before building the replies: the worker computes the next
         # batch while this one is split, encoded and sent.
-        m = self.registry.models.get(link.model)
-        v = m.versions.get(link.version) if m is not None else None
         if v is not None and v.queue:
             self._pump(v)
         try:
@@ -751,16 +769,19 @@ class Dispatcher:
         if p.done:  # answered already: one request, one reply, whatever path got here
             return
         self._finish(p)
-        self.model_stats(p.model).ok(time.perf_counter() - p.t0)
         msg = {"id": p.cid, "ok": True, "model": p.model, "version": version, "outputs": wire}
         p.conn.reply(msg, large=large)
+        seconds = time.perf_counter() - p.t0
+        self.model_stats(p.model).ok(seconds)
+        p.version.metrics.answered(OK, seconds)
 
     def _fail(self, p: Pending, code: str, message: str) -> None:
         if p.done:
             return
         self._finish(p)
-        self.model_stats(p.model).fail(code)
         p.conn.reply({"id": p.cid, "ok": False, "error": {"code": code, "message": message}})
+        self.model_stats(p.model).fail(code)
+        p.version.metrics.answered(code, time.perf_counter() - p.t0)
 
     def _finish(self, p: Pending) -> None:
         p.done = True
@@ -807,6 +828,14 @@ class Dispatcher:
     def queued(self, v: VersionState) -> int:
         """Requests waiting: expired and cancelled ones leave the queue at once."""
         return len(v.queue)
+
+    def inflight(self, v: VersionState) -> int:
+        """Requests handed to a worker of `v` and not answered yet."""
+        return sum(
+            sum(not p.done for p, _, _ in job.parts)
+            for ln in v.links
+            for job in ln.inflight.values()
+        )
 
     def inflight_total(self) -> int:
         queued = sum(

@@ -1,88 +1,259 @@
-"""Prometheus text exposition over HTTP (`server.metrics`), built from the `stats` op.
+"""/metrics: the Prometheus exposition, produced by prometheus_client.
 
-A deliberately small HTTP/1.0 responder on the same loop: GET /metrics, and the
-probes a load balancer reads: /healthz (200 while the process serves) and /readyz
-(200 exactly when the `health` op answers ready, else 503).
+A custom collector turns one `stats` snapshot (the frontend's counters and
+histograms, the supervisor's per-position worker figures) into metric families at
+scrape time; nothing on the request path touches prometheus_client. The families,
+their labels and meaning are listed in docs/metrics.md. `MetricsProtocol` is the
+small HTTP/1.0 responder of the `[server] metrics` listener until the HTTP layer
+serves it: GET /metrics, and the probes a load balancer reads: /healthz (200 while
+the process serves) and /readyz (200 exactly when the `health` op answers ready,
+else 503).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from .histogram import cumulative
 
 Stats = Callable[[], dict[str, Any]]
 
+MV = ["model", "version"]
+WORKER = ["model", "version", "worker"]
 
-def _esc(v: Any) -> str:
-    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+# (stats key, family name, help)
+HISTOGRAMS = (
+    (
+        "request_duration",
+        "ringserve_request_duration_seconds",
+        "Seconds from a request's arrival to its reply handed to the connection.",
+    ),
+    (
+        "queue_duration",
+        "ringserve_queue_duration_seconds",
+        "Seconds from a request's arrival to its first hand-over to a worker.",
+    ),
+    (
+        "compute_duration",
+        "ringserve_compute_duration_seconds",
+        "Seconds a worker spent on one record (a request or a batch), all phases.",
+    ),
+    (
+        "compute_input_duration",
+        "ringserve_compute_input_duration_seconds",
+        "Seconds a worker spent reading a record and making its input tensors.",
+    ),
+    (
+        "compute_infer_duration",
+        "ringserve_compute_infer_duration_seconds",
+        "Seconds a worker spent in the TensorFlow call for one record.",
+    ),
+    (
+        "compute_output_duration",
+        "ringserve_compute_output_duration_seconds",
+        "Seconds a worker spent turning one record's outputs into arrays.",
+    ),
+    ("batch_size", "ringserve_batch_size", "Rows per batch run (padding not counted)."),
+)
 
 
-def render(stats: dict[str, Any]) -> str:
-    lines: list[str] = []
+class StatsCollector:
+    """prometheus_client collector over a `stats` snapshot taken at each collect."""
 
-    def metric(name: str, kind: str, helptext: str, rows: list[tuple[dict[str, Any], Any]]):
-        lines.append(f"# HELP ringserve_{name} {helptext}")
-        lines.append(f"# TYPE ringserve_{name} {kind}")
-        for labels, value in rows:
-            lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-            lines.append(f"ringserve_{name}{{{lab}}} {float(value)}")
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
 
-    models = stats.get("models", {})
-    for key, kind, text in (
-        ("requests", "counter", "Requests answered."),
-        ("success", "counter", "Requests answered with outputs."),
-        ("rejected", "counter", "Requests refused because the queue was full."),
-        ("expired", "counter", "Requests whose deadline passed."),
-        ("cancelled", "counter", "Queued requests dropped because the client left."),
-        ("batches", "counter", "Batches run."),
-        ("padding_rows", "counter", "Rows of padding added to reach an allowed batch size."),
-        ("queue_depth", "gauge", "Requests waiting."),
-    ):
-        metric(
-            f"model_{key}", kind, text, [({"model": m}, s.get(key, 0)) for m, s in models.items()]
-        )
-    metric(
-        "model_errors",
-        "counter",
-        "Requests answered with an error, by code.",
-        [({"model": m, "code": c}, n) for m, s in models.items() for c, n in s["errors"].items()],
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.stats())
+
+
+def families(st: dict[str, Any]) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "ringserve_requests",
+        "Infer requests answered, by code (OK or the error code).",
+        labels=[*MV, "code"],
     )
-    metric(
-        "model_latency_microseconds",
-        "gauge",
-        "Latency percentiles over the last requests.",
-        [
-            ({"model": m, "quantile": q}, s["latency"][f"p{q}_us"])
-            for m, s in models.items()
-            for q in (50, 90, 99)
-            if f"p{q}_us" in s["latency"]
-        ],
+    hists = {key: HistogramMetricFamily(name, text, labels=MV) for key, name, text in HISTOGRAMS}
+    padding = CounterMetricFamily(
+        "ringserve_batch_padding_rows",
+        "Rows of padding added to reach an allowed batch size.",
+        labels=MV,
     )
-    workers = stats.get("workers", [])
-    for key, kind, text in (
-        ("requests", "counter", "Records a worker computed."),
-        ("busy_seconds", "counter", "Seconds a worker spent computing."),
-        ("cpu_seconds", "counter", "CPU seconds of a worker process."),
-        ("restarts", "counter", "Restarts of a worker position."),
-        ("inflight", "gauge", "Records in a worker's ring."),
-    ):
-        metric(
-            f"worker_{key}",
-            kind,
-            text,
-            [
-                ({"model": w["model"], "version": w["version"], "index": w["index"]}, w.get(key, 0))
-                for w in workers
-            ],
-        )
-    metric("connections", "gauge", "Open client connections.", [({}, stats.get("connections", 0))])
-    return "\n".join(lines) + "\n"
+    depth = GaugeMetricFamily("ringserve_queue_depth", "Requests waiting in the queue.", labels=MV)
+    inflight = GaugeMetricFamily(
+        "ringserve_inflight", "Requests handed to a worker and not answered yet.", labels=MV
+    )
+    for model, ms in sorted(st.get("models", {}).items()):
+        for version, vs in sorted(ms.get("versions", {}).items()):
+            mv = [model, str(version)]
+            for code, n in sorted(vs["requests"].items()):
+                requests.add_metric([*mv, code], n)
+            for key, fam in hists.items():
+                h = vs[key]
+                fam.add_metric(mv, cumulative(h), h["sum"])
+            padding.add_metric(mv, vs["padding_rows"])
+            depth.add_metric(mv, vs["queue_depth"])
+            inflight.add_metric(mv, vs["inflight"])
+    yield requests
+    yield from hists.values()
+    yield from (padding, depth, inflight)
+    yield from _worker_families(st.get("positions", []))
+    yield from _gpu_families(st.get("positions", []), st.get("gpus"))
+    yield from _frontend_families(st.get("frontend"))
+
+
+def _worker_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    cpu = CounterMetricFamily(
+        "ringserve_worker_cpu_seconds",
+        "CPU seconds of a worker position's processes, across restarts.",
+        labels=[*WORKER, "mode"],
+    )
+    ctx = CounterMetricFamily(
+        "ringserve_worker_context_switches",
+        "Context switches of a worker position's threads, across restarts.",
+        labels=[*WORKER, "kind"],
+    )
+    busy = CounterMetricFamily(
+        "ringserve_worker_busy_seconds",
+        "Seconds a worker position spent computing records, across restarts.",
+        labels=WORKER,
+    )
+    records = CounterMetricFamily(
+        "ringserve_worker_records",
+        "Records (requests or batches) a worker position computed, across restarts.",
+        labels=WORKER,
+    )
+    threads = GaugeMetricFamily(
+        "ringserve_worker_threads", "OS threads of the worker process.", labels=WORKER
+    )
+    restarts = CounterMetricFamily(
+        "ringserve_worker_restarts", "Times a worker position was restarted.", labels=WORKER
+    )
+    up = GaugeMetricFamily(
+        "ringserve_worker_up",
+        "1 while the worker position has a serving process.",
+        labels=WORKER,
+    )
+    for r in rows:
+        w = [r["model"], str(r["version"]), str(r["worker"])]
+        cpu.add_metric([*w, "user"], r["cpu_user_seconds"])
+        cpu.add_metric([*w, "system"], r["cpu_system_seconds"])
+        ctx.add_metric([*w, "voluntary"], r["voluntary_ctx_switches"])
+        ctx.add_metric([*w, "involuntary"], r["involuntary_ctx_switches"])
+        busy.add_metric(w, r["busy_seconds"])
+        records.add_metric(w, r["requests"])
+        if r["pids"]:
+            threads.add_metric(w, r["threads"])
+        restarts.add_metric(w, r["restarts"])
+        up.add_metric(w, r["up"])
+    yield from (cpu, ctx, busy, records, threads, restarts, up)
+
+
+def _gpu_families(
+    rows: list[dict[str, Any]], gpus: list[dict[str, Any]] | None
+) -> Iterator[Metric]:
+    if not gpus:
+        return  # no GPU worker, no NVML or no driver: absent, not zero
+    by_index = {g["index"]: g for g in gpus}
+    labels = [*WORKER, "gpu"]
+    util = GaugeMetricFamily(
+        "ringserve_gpu_utilization_ratio",
+        "Fraction of the last sample period the worker's GPU was running a kernel (NVML).",
+        labels=labels,
+    )
+    used = GaugeMetricFamily(
+        "ringserve_gpu_memory_used_bytes",
+        "Memory in use on the worker's GPU (NVML).",
+        labels=labels,
+    )
+    total = GaugeMetricFamily(
+        "ringserve_gpu_memory_total_bytes", "Memory of the worker's GPU (NVML).", labels=labels
+    )
+    for r in rows:
+        dev = r.get("device", "")
+        if not dev.startswith("gpu:") or not dev[4:].isdigit():
+            continue
+        g = by_index.get(int(dev[4:]))
+        if g is None:
+            continue
+        lab = [r["model"], str(r["version"]), str(r["worker"]), str(g["index"])]
+        util.add_metric(lab, g["utilization"])
+        used.add_metric(lab, g["memory_used_bytes"])
+        total.add_metric(lab, g["memory_total_bytes"])
+    yield from (util, used, total)
+
+
+def _frontend_families(fe: dict[str, Any] | None) -> Iterator[Metric]:
+    if not fe:
+        return
+    cpu = CounterMetricFamily(
+        "ringserve_frontend_cpu_seconds",
+        "CPU seconds of the server process (supervisor and frontend).",
+        labels=["mode"],
+    )
+    cpu.add_metric(["user"], fe["cpu_user_seconds"])
+    cpu.add_metric(["system"], fe["cpu_system_seconds"])
+    ctx = CounterMetricFamily(
+        "ringserve_frontend_context_switches",
+        "Context switches of the server process's threads.",
+        labels=["kind"],
+    )
+    ctx.add_metric(["voluntary"], fe["voluntary_ctx_switches"])
+    ctx.add_metric(["involuntary"], fe["involuntary_ctx_switches"])
+    conns = GaugeMetricFamily(
+        "ringserve_frontend_connections", "Open client connections.", labels=["transport"]
+    )
+    for kind, n in sorted(fe["connections"].items()):
+        conns.add_metric([kind], n)
+    rx = CounterMetricFamily(
+        "ringserve_frontend_received_bytes", "Bytes read from client connections."
+    )
+    rx.add_metric([], fe["received_bytes"])
+    tx = CounterMetricFamily(
+        "ringserve_frontend_sent_bytes", "Bytes written to client connections."
+    )
+    tx.add_metric([], fe["sent_bytes"])
+    yield from (cpu, ctx, conns, rx, tx)
+
+
+class Exposition:
+    """Encodes the collector as the text format or, when asked, OpenMetrics."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StatsCollector(stats))
+
+    def render(self, accept: str | None) -> tuple[str, bytes]:
+        try:
+            encoder, content_type = choose_encoder(accept or "")
+        except Exception:  # an Accept header we cannot parse gets the text format
+            encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+        return content_type, encoder(self.registry)
+
+
+MAX_HEAD = 8192
 
 
 class MetricsProtocol(asyncio.Protocol):
-    def __init__(self, stats: Stats, ready: Callable[[], bool] = lambda: True) -> None:
-        self.stats = stats
+    """HTTP/1.0, one request per connection: GET /metrics (any Accept), /healthz, /readyz."""
+
+    def __init__(
+        self,
+        exposition: Callable[[str | None], tuple[str, bytes]],
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.exposition = exposition
         self.ready = ready
         self.buf = b""
         self.transport: asyncio.Transport | None = None
@@ -92,24 +263,35 @@ class MetricsProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
+        if self.transport.is_closing():
+            return
         self.buf += data
-        if b"\r\n\r\n" not in self.buf and b"\n\n" not in self.buf:
-            if len(self.buf) > 8192:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            end = self.buf.find(b"\n\n")
+        if end < 0:
+            if len(self.buf) > MAX_HEAD:
                 self.transport.close()
             return
-        line = self.buf.split(b"\n", 1)[0].decode("latin-1").split()
-        path = line[1].split("?")[0] if len(line) >= 2 and line[0] == "GET" else ""
+        lines = self.buf[:end].decode("latin-1").splitlines()
+        request = lines[0].split() if lines else []
+        accept = None
+        for ln in lines[1:]:
+            name, _, value = ln.partition(":")
+            if name.strip().lower() == "accept":
+                accept = value.strip()
+        path = request[1].split("?")[0] if len(request) >= 2 and request[0] == "GET" else ""
         if path == "/metrics":
-            body = render(self.stats()).encode()
-            head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+            content_type, body = self.exposition(accept)
+            status = b"200 OK"
         elif path == "/healthz" or (path == "/readyz" and self.ready()):
-            body = b"ok\n"
-            head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
+            content_type, body, status = "text/plain", b"ok\n", b"200 OK"
         elif path == "/readyz":
-            body = b"not ready\n"
-            head = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+            content_type, body = "text/plain", b"not ready\n"
+            status = b"503 Service Unavailable"
         else:
-            body = b"not found: GET /metrics\n"
-            head = b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
+            content_type, body = "text/plain", b"not found: GET /metrics\n"
+            status = b"404 Not Found"
+        head = b"HTTP/1.0 " + status + f"\r\nContent-Type: {content_type}\r\n".encode()
         self.transport.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         self.transport.close()

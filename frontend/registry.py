@@ -10,6 +10,7 @@ from typing import Any
 from ringserve.ipc.errors import NOT_FOUND, UNAVAILABLE, ProtocolError, clip
 
 from .links import WorkerLink
+from .recorder import VersionMetrics
 from .settings import ModelSettings
 
 LOADING = "LOADING"
@@ -27,6 +28,7 @@ class VersionState:
     signatures: dict[str, Any] = field(default_factory=dict)
     links: list[WorkerLink] = field(default_factory=list)
     queue: deque[Any] = field(default_factory=deque)
+    metrics: VersionMetrics = field(default_factory=VersionMetrics)
 
     def serving_links(self) -> list[WorkerLink]:
         return [ln for ln in self.links if ln.serving]

@@ -17,7 +17,7 @@ from .connection import Connection
 from .dispatch import Dispatcher
 from .drain import Drain
 from .limits import LimitLog, Watchdog
-from .metrics import MetricsProtocol
+from .metrics import Exposition, MetricsProtocol
 from .regions import Regions
 from .registry import Registry
 from .settings import FrontendSettings
@@ -48,6 +48,10 @@ class Frontend:
         self.draining = False
         self._drain = Drain(self)
         self.extra_stats: Callable[[], dict[str, Any]] = dict
+        # Bytes read from and written to client connections (connection.py).
+        self.received_bytes = 0
+        self.sent_bytes = 0
+        self._exposition = Exposition(self.stats_snapshot)
         self.ops: dict[str, Op] = {
             "health": self._health,
             "models": self._models,
@@ -117,7 +121,7 @@ class Frontend:
         if s.metrics:
             host, _, port = s.metrics.rpartition(":")
             srv = await self.loop.create_server(
-                lambda: MetricsProtocol(self.stats_snapshot, self.ready),
+                lambda: MetricsProtocol(self.metrics_exposition, self.ready),
                 host.strip("[]"),
                 int(port),
             )
@@ -173,6 +177,11 @@ class Frontend:
     def _stats(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
         return self.stats_snapshot()
 
+    def metrics_exposition(self, accept: str | None) -> tuple[str, bytes]:
+        """/metrics: (content type, body); OpenMetrics when `accept` asks for it.
+        Runs on the loop: one snapshot and one encode (docs/metrics.md)."""
+        return self._exposition.render(accept)
+
     def stats_snapshot(self) -> dict[str, Any]:
         d = self.dispatcher
         models = {}
@@ -183,13 +192,37 @@ class Frontend:
             models[name] = {
                 **st.as_dict(),
                 "queue_depth": sum(d.queued(v) for v in m.versions.values()),
+                "versions": {
+                    str(n): {
+                        **v.metrics.as_dict(),
+                        "queue_depth": d.queued(v),
+                        "inflight": d.inflight(v),
+                    }
+                    for n, v in sorted(m.versions.items())
+                },
             }
         return {
             "models": models,
             "workers": d.workers_hook(),
             "connections": len(self.connections),
+            "frontend": self._own_figures(),
             "limits": dict(self.limit_log.hits),
             **self.extra_stats(),
+        }
+
+    def _own_figures(self) -> dict[str, Any]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+        kinds: dict[str, int] = {"tcp": 0, "unix": 0}
+        for c in self.connections:
+            kinds[c.kind] = kinds.get(c.kind, 0) + 1
+        return {
+            "cpu_user_seconds": ru.ru_utime,
+            "cpu_system_seconds": ru.ru_stime,
+            "voluntary_ctx_switches": ru.ru_nvcsw,
+            "involuntary_ctx_switches": ru.ru_nivcsw,
+            "connections": kinds,
+            "received_bytes": self.received_bytes,
+            "sent_bytes": self.sent_bytes,
         }
 
     def _auth(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:

@@ -151,8 +151,8 @@ def point(
     return row
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    p = Plan(
+def plan_of(args: argparse.Namespace) -> Plan:
+    return Plan(
         concurrency=[int(c) for c in args.concurrency.split(",") if c.strip()],
         fractions=[float(f) / 100 for f in args.fractions.split(",") if f.strip()],
         connections=args.connections,
@@ -168,6 +168,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_inflight=args.max_inflight,
         poisson=args.poisson,
     )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    p = plan_of(args)
     base = E.ServerKnobs(args.instances, args.intra, args.inter, list(args.server_toml))
     knobs = {
         "off": base,
@@ -600,6 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="rounds; medians (default 3)")
     p.add_argument("--floor-calls", type=int, default=2000, help="floor calls per round, batch 1")
     p.add_argument("--log-dir", default=None, help="keep server and child logs here")
+    p.add_argument(
+        "--scrape-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="instead: the cost of /metrics, c=32 batched with and without a scraper "
+        "fetching it every SECONDS, alternating, --repeat rounds (perf/scrapecost.py)",
+    )
     B.add_output_args(p)
     return p
 
@@ -610,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
         args.duration, args.warmup, args.repeat, args.floor_calls = 0.3, 0.1, 1, 200
     if args.repeat < 1 or args.max_batch_size < 1 or args.batch_timeout_us < 0:
         raise SystemExit("--repeat and --max-batch-size must be >= 1, --batch-timeout-us >= 0")
+    if args.scrape_every is not None:
+        import scrapecost
+
+        return scrapecost.main(args)
     res = run(args)
     text = render(res)
     print(text)

@@ -176,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.warmup, args.repeat, args.floor_calls = 0.5, 0.1, 1, 100
     res = run(args)
+    B.write_json(
+        args.json,
+        {
+            **res,
+            "rounds": [
+                {"|".join(map(str, k)) if isinstance(k, tuple) else k: v for k, v in r.items()}
+                for r in res["rounds"]
+            ],
+        },
+    )
     body = render(res)
     print(body)
     return B.publish(

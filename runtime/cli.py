@@ -1,4 +1,4 @@
-"""The `ringserve` command: serve, check-config, demo."""
+"""The `ringserve` command: serve, check-config, demo, top."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="build the demo model, serve it, query it, stop")
     d.add_argument("--requests", type=int, default=500)
     d.add_argument("--concurrency", type=int, default=8)
+    t = sub.add_parser("top", help="live figures of a running server, refreshed every second")
+    t.add_argument("address", help="unix:///path/to.sock, tcp://host:port, host:port or a path")
+    t.add_argument("--interval", type=float, default=1.0, help="seconds per view (default 1)")
+    t.add_argument(
+        "--iterations", type=int, default=None, help="views to show, then exit (default: until ^C)"
+    )
+    t.add_argument("--once", action="store_true", help="one view (over one interval), then exit")
+    t.add_argument("--token-file", help="file holding the TCP auth token, if the server wants one")
     args = p.parse_args(argv)
 
     if args.cmd == "check-config":
@@ -69,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
         path = args.config or os.environ.get("RINGSERVE_CONFIG")
         return run(cfg, systemd.listen_sockets(), path)
+    if args.cmd == "top":
+        from .top import main as top_main
+
+        return top_main(args)
     if args.cmd == "demo":
         from .demo import run_demo
 

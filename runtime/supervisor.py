@@ -30,9 +30,11 @@ from ringserve.frontend.server import Frontend
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
 from ringserve.ipc import control, machine, shm
 
-from . import systemd
+from . import gpu, systemd
 from .config import Config, ConfigError, ModelConfig, list_versions, load
 from .placement import Placement, place
+from .positions import PositionCounters, own_figures
+from .procstat import figures
 from .workers import WorkerHandle, spawn
 
 EXIT_OK = 0
@@ -139,6 +141,10 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reloading = False
         self.frontend: Frontend | None = None
+        # Per (model, version, index): counters that outlive any one process or slot.
+        self.counters: dict[tuple[str, int, int], PositionCounters] = {}
+        self.gpus: gpu.Nvml | None = None
+        self._gpu_checked: tuple[int, ...] | None = None
         self._quick = False
         self._skip_delay = asyncio.Event()
 
@@ -200,7 +206,8 @@ class Supervisor:
         return tcp, unix
 
     def _server_stats(self) -> dict[str, Any]:
-        return {
+        out = {
+            "positions": self.describe_positions(),
             "server": {
                 "pid": os.getpid(),
                 "name": self.cfg.server.name,
@@ -210,8 +217,23 @@ class Supervisor:
                     for s in self.slots
                     if s.restarts
                 },
-            }
+            },
         }
+        gpus = self._gpu_figures()
+        if gpus is not None:
+            out["gpus"] = gpus
+        return out
+
+    def _gpu_figures(self) -> list[dict[str, Any]] | None:
+        """NVML's figures for the GPUs workers are placed on; None without any (no GPU
+        worker configured, no nvidia-ml-py, or no driver): absent, not zero."""
+        wanted = gpu.indices(s.placement.device for s in self.slots)
+        if wanted != self._gpu_checked:
+            self._gpu_checked = wanted
+            if self.gpus is not None:
+                self.gpus.close()
+            self.gpus = gpu.load(wanted, log)
+        return self.gpus.read() if self.gpus is not None else None
 
     # ---- reconcile -----------------------------------------------------------------
     def reconcile(self, m: ModelConfig) -> None:
@@ -447,6 +469,8 @@ class Supervisor:
 
     def _on_exit(self, slot: Slot, h: WorkerHandle) -> None:
         fe = self.fe
+        # Before reaping: a zombie still shows its final CPU times.
+        final = figures(h.pid)
         code = h.proc.poll()
         if code is None:
             return
@@ -458,7 +482,9 @@ class Supervisor:
         h.state = "exited"
         h.exit_code = code
         reason = slot.last_error or f"exited with code {code}"
-        fe.dispatcher.remove_link(h.link, reason)
+        fe.dispatcher.remove_link(h.link, reason)  # also counts its last completions
+        counters = self._counters(slot)
+        counters.gone(h.pid, own_figures(final, h.link))
         h.close()
         if slot.handle is h:
             slot.handle = None
@@ -487,6 +513,7 @@ class Supervisor:
         delay = min(MAX_BACKOFF, 0.25 * (2**slot.failures))
         slot.failures += 1
         slot.restarts += 1
+        self._counters(slot).restarts += 1
         log(f"restarting {slot.name}/{slot.version}/w{slot.placement.index} in {delay:.2f}s")
         slot.retry = self.fe.loop.call_later(delay, self._spawn, slot)
 
@@ -531,6 +558,44 @@ class Supervisor:
                 log(f"worker {h.label}: corrupt response ring ({why}): killing")
                 slot.last_error = f"corrupt ring: {why}"
                 _kill(h.pid)
+
+    def _counters(self, s: Slot) -> PositionCounters:
+        key = (s.name, s.version, s.placement.index)
+        c = self.counters.get(key)
+        if c is None:
+            c = self.counters[key] = PositionCounters()
+        return c
+
+    def describe_positions(self) -> list[dict[str, Any]]:
+        """One row per worker position: its counters across restarts (positions.py)."""
+        rows: dict[tuple[str, int, int], dict[str, Any]] = {}
+        for s in self.slots:
+            key = (s.name, s.version, s.placement.index)
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = {
+                    "model": s.name,
+                    "version": s.version,
+                    "worker": s.placement.index,
+                    "device": s.placement.device,
+                    "up": 0,
+                    "threads": 0,
+                    "pids": [],
+                }
+            h = s.handle
+            if h is None or h.state == "exited":
+                continue
+            f = h.read_figures(max_age=0.1)  # read once per snapshot with describe_workers
+            self._counters(s).observe(h.pid, own_figures(f, h.link))
+            row["threads"] += f.threads
+            row["pids"].append(h.pid)
+            if h.state == "ready":
+                row["up"] = 1
+        for key, row in rows.items():
+            c = self.counters[key] if key in self.counters else PositionCounters()
+            row.update(c.totals())
+            row["restarts"] = c.restarts
+        return list(rows.values())
 
     def describe_workers(self) -> list[dict[str, Any]]:
         out = []

@@ -22,7 +22,7 @@ from ringserve.ipc import layout, shm, wake
 from ringserve.ipc.ring import Ring
 
 from .placement import Placement
-from .procstat import cpu_seconds, ctx_switches
+from .procstat import ProcFigures, figures
 
 
 @dataclass(eq=False)
@@ -39,6 +39,9 @@ class WorkerHandle:
     started: float = field(default_factory=time.monotonic)
     state: str = "starting"  # starting | ready | stopping | exited
     exit_code: int | None = None
+    # The last /proc reading and when (monotonic): one stats snapshot reads it once.
+    figures: ProcFigures = field(default_factory=ProcFigures)
+    figures_at: float = -1.0
 
     @property
     def pid(self) -> int:
@@ -48,9 +51,16 @@ class WorkerHandle:
     def label(self) -> str:
         return self.link.key
 
+    def read_figures(self, max_age: float = 0.0) -> ProcFigures:
+        now = time.monotonic()
+        if now - self.figures_at > max_age:
+            self.figures = figures(self.pid)
+            self.figures_at = now
+        return self.figures
+
     def describe(self) -> dict[str, Any]:
         info = self.link.info
-        vol, invol = ctx_switches(self.pid)
+        f = self.read_figures()
         return {
             "pid": self.pid,
             "model": self.model,
@@ -70,9 +80,12 @@ class WorkerHandle:
             "requests": self.link.requests,
             "inflight": len(self.link.inflight),
             "busy_seconds": self.link.busy_ns / 1e9,
-            "cpu_seconds": cpu_seconds(self.pid),
-            "voluntary_ctx_switches": vol,
-            "involuntary_ctx_switches": invol,
+            "cpu_seconds": f.cpu_seconds,
+            "cpu_user_seconds": f.user_seconds,
+            "cpu_system_seconds": f.system_seconds,
+            "voluntary_ctx_switches": f.voluntary_ctx_switches,
+            "involuntary_ctx_switches": f.involuntary_ctx_switches,
+            "threads": f.threads,
             "heartbeat_age_seconds": round(self.link.heartbeat_age(), 3),
             "uptime_seconds": round(time.monotonic() - self.started, 3),
         }

@@ -76,3 +76,25 @@ def server(model_root: Path) -> Iterator[ServerProcess]:
     code = srv.stop()
     assert code == 0, f"server exited with {code}"
     assert not os.path.exists(srv.unix), "socket file left behind"
+
+
+@pytest.fixture(scope="session")
+def metrics_server(model_root: Path) -> Iterator[ServerProcess]:
+    """A server with the `[server] metrics` listener, shared by the metrics, Prometheus
+    and `ringserve top` tests: `linear` batched (with padding) on a `gpu:0` worker,
+    which on a host without a GPU runs on the CPU and must show no GPU figures."""
+    from ringserve.runtime.launch import free_port
+
+    extra = (
+        '  [models.instances]\n  devices = ["gpu:0"]\n'
+        "  [models.batching]\n  max_batch_size = 8\n  allowed_batch_sizes = [4, 8]\n"
+    )
+    port = free_port()
+    srv = ServerProcess(
+        models_toml(model_root, ["linear"], {"linear": extra}),
+        f'metrics = "127.0.0.1:{port}"\nring_bytes = 1048576',
+    )
+    srv.metrics_port = port  # type: ignore[attr-defined]
+    srv.start()
+    yield srv
+    assert srv.stop() == 0

@@ -62,22 +62,3 @@ def test_second_server_on_same_socket_refused(server: ServerProcess, model_root:
     assert other.proc.wait(60) == 4
     with Client(server.unix_url) as c:  # the first one still owns its socket
         assert c.health()["ready"]
-
-
-def test_prometheus_metrics(model_root: Path) -> None:
-    import urllib.request
-
-    from ringserve.runtime.launch import free_port
-
-    port = free_port()
-    srv = ServerProcess(
-        models_toml(model_root, ["linear"]), f'metrics = "127.0.0.1:{port}"\nring_bytes = 1048576'
-    )
-    with srv:
-        with Client(srv.unix_url) as c:
-            c.infer("linear", {"x": np.zeros((1, 16), np.float32)})
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            text = r.read().decode()
-    assert "# TYPE ringserve_model_requests counter" in text
-    assert 'ringserve_model_success{model="linear"} 1.0' in text
-    assert 'ringserve_worker_requests{model="linear",version="1",index="0"} 1.0' in text

@@ -153,8 +153,14 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
         words[layout.W_BUSY] = rid
         outputs: list[records.TensorSpec] = []
         code, message = "", ""
+        t1 = t2 = 0
         try:
-            result = sigs[sig_name](inputs)
+            sig = sigs[sig_name]
+            args = sig.prepare(inputs)
+            t1 = time.perf_counter_ns()
+            result = sig.run(args)
+            del args
+            t2 = time.perf_counter_ns()
             names = wanted if wanted else sorted(result)
             for name in names:
                 a = M.to_numpy(result[name])
@@ -169,8 +175,13 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
             code, message = M.tf_error_code(exc), f"{type(exc).__name__}: {exc}"
             outputs = []
         del inputs
-        busy = time.perf_counter_ns() - t0
-        _respond(resp, resp_efd, [rid, code, message, busy], outputs, parent)
+        t3 = time.perf_counter_ns()
+        # busy, then its phases: reading the record and making input tensors, the
+        # call, and turning outputs into arrays (Triton's compute_input/infer/output).
+        head = [rid, code, message, t3 - t0]
+        if t2:
+            head += [t1 - t0, t2 - t1, t3 - t2]
+        _respond(resp, resp_efd, head, outputs, parent)
         words[layout.W_BUSY] = 0
         req.release()
         wake.ring_doorbell(resp.words, resp_efd)

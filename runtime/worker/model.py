@@ -97,13 +97,22 @@ class Signature:
         return {"inputs": m(self.inputs), "outputs": m(self.outputs)}
 
     def __call__(self, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
-        flat = self._flat
+        return self.run(self.prepare(inputs))
+
+    def prepare(self, inputs: dict[str, np.ndarray[Any, Any]]) -> Any:
+        """The input tensors TensorFlow will take (Triton's compute_input)."""
         dtypes = self.tf_dtypes
+        flat = self._flat
         if flat is not None:
-            call, order, captured, names = flat
-            outs = call(*[tf.constant(inputs[k], dtype=dtypes[k]) for k in order], *captured)
-            return dict(zip(names, outs, strict=True))
-        args = {k: tf.constant(v, dtype=dtypes[k]) for k, v in inputs.items()}
+            return [tf.constant(inputs[k], dtype=dtypes[k]) for k in flat[1]]
+        return {k: tf.constant(v, dtype=dtypes[k]) for k, v in inputs.items()}
+
+    def run(self, args: Any) -> dict[str, Any]:
+        """The call itself on what `prepare` made (Triton's compute_infer)."""
+        flat = self._flat
+        if flat is not None:
+            call, _, captured, names = flat
+            return dict(zip(names, call(*args, *captured), strict=True))
         return self.fn(**args)  # type: ignore[no-any-return]
 
     def try_flat_call(self) -> bool:
