@@ -22,12 +22,14 @@ MESSAGE_LIMIT = 2000
 
 
 def check_head(head: list[Any]) -> None:
-    """A response head is [rid, code, message, busy_ns]; anything else means the
-    worker's ring cannot be trusted (RingCorrupt: the worker is killed and replaced).
-    A long message is cut in place."""
-    if len(head) != 4:
-        raise RingCorrupt(f"response head has {len(head)} fields, expected 4")
-    rid, code, message, busy = head
+    """A response head is [rid, code, message, busy_ns], optionally followed by the
+    three phase times (ns); anything else means the worker's ring cannot be trusted
+    (RingCorrupt: the worker is killed and replaced). A long message is cut in place."""
+    if len(head) not in (4, 7):
+        raise RingCorrupt(f"response head has {len(head)} fields, expected 4 or 7")
+    rid, code, message, busy = head[:4]
+    if any(type(t) is not int or t < 0 for t in head[4:]):
+        raise RingCorrupt(f"response head: phase times {_short(head[4:])} are not ints >= 0")
     if type(rid) is not int or rid < 0:
         raise RingCorrupt(f"response head: request id {_short(rid)} is not a non-negative int")
     if type(code) is not str or (code and code not in CODES):
