@@ -53,10 +53,12 @@ class Connection(asyncio.BufferedProtocol):
             self.reader = wire.FrameReader(s.max_frame_bytes)
         else:
             # Until `auth`, a small frame only, and one at a time (so the limit rises
-            # before a frame pipelined behind the `auth` is measured).
+            # before a frame pipelined behind the `auth` is measured); and a read buffer
+            # just that size, so a crowd of connections that never authenticate holds
+            # kilobytes each, not the 256 KiB a served connection reads with.
+            limit = min(s.max_frame_bytes_before_auth, s.max_frame_bytes)
             self.reader = wire.FrameReader(
-                min(s.max_frame_bytes_before_auth, s.max_frame_bytes),
-                limit_key="max_frame_bytes_before_auth",
+                limit, scratch=limit + 4, limit_key="max_frame_bytes_before_auth"
             )
             self.reader.max_frames = 1
         self.opened = time.monotonic()
@@ -237,6 +239,7 @@ class Connection(asyncio.BufferedProtocol):
             self.reader.max_frame_bytes = self.frontend.settings.max_frame_bytes
             self.reader.limit_key = "max_frame_bytes"
             self.reader.max_frames = None
+            self.reader.resize_scratch(wire.SCRATCH)
 
     # ---- replies -------------------------------------------------------------------
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:

@@ -16,8 +16,12 @@ from ringserve.ipc.errors import ProtocolError
 from .connection import Connection
 from .dispatch import Dispatcher
 from .drain import Drain
+from .http.probes import add_probes
+from .http.protocol import HttpConnection
+from .http.rest import add_rest
+from .http.router import Router
 from .limits import LimitLog, Watchdog
-from .metrics import Exposition, MetricsProtocol
+from .metrics import Exposition
 from .regions import Regions
 from .registry import Registry
 from .settings import FrontendSettings
@@ -61,6 +65,11 @@ class Frontend:
             "shm_register": self._shm_register,
             "shm_unregister": self._shm_unregister,
         }
+        self.metrics_router = Router()
+        add_probes(self.metrics_router, self)
+        self.http_router = Router()
+        add_probes(self.http_router, self)
+        add_rest(self.http_router, self)
 
     def apply_settings(self, settings: FrontendSettings) -> None:
         """A reload: new limits for new requests and connections; listeners stay."""
@@ -118,14 +127,21 @@ class Frontend:
                 lambda: Connection(self, "unix"), sock=unix_sock
             )
             self.servers.append(("unix", srv))
-        if s.metrics:
-            host, _, port = s.metrics.rpartition(":")
-            srv = await self.loop.create_server(
-                lambda: MetricsProtocol(self.metrics_exposition, self.ready),
-                host.strip("[]"),
-                int(port),
-            )
-            self.servers.append(("metrics", srv))
+        # The metrics listener speaks the same HTTP as `http`, with only the probes and
+        # metrics routes: a host without the REST API still has readiness for a balancer.
+        for kind, where, router in (
+            ("http", s.http, self.http_router),
+            ("metrics", s.metrics, self.metrics_router),
+        ):
+            if where:
+                host, _, port = where.rpartition(":")
+                srv = await self.loop.create_server(
+                    lambda kind=kind, router=router: HttpConnection(self, router, kind),  # type: ignore[misc]
+                    host.strip("[]"),
+                    int(port),
+                    backlog=1024,
+                )
+                self.servers.append((kind, srv))
 
     def bound(self) -> dict[str, str]:
         out = {}

@@ -12,6 +12,7 @@ class ModelSettings:
     max_batch_size: int = 0  # 0: no server-side batching
     batch_timeout_us: int = 0
     allowed_batch_sizes: tuple[int, ...] = ()
+    version_labels: tuple[tuple[str, int], ...] = ()  # TF Serving's labels: REST /labels/{l}
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class FrontendSettings:
     unix: str = ""
     unix_mode: int = 0o660
     metrics: str = ""
+    http: str = ""
+    http_idle_timeout_seconds: float = 75.0
     max_frame_bytes: int = 256 * 1024 * 1024
     auth_token: str | None = None
     max_inflight_per_connection: int = 1024

@@ -291,6 +291,10 @@ class FrameDecoder:
         return len(self._head) + (self._filled if self._body is not None else 0)
 
 
+# A connection's own read buffer: frames up to this size are decoded from views of it.
+SCRATCH = 256 * 1024
+
+
 class FrameReader:
     """Frame splitting for a buffered protocol (asyncio.BufferedProtocol).
 
@@ -301,7 +305,7 @@ class FrameReader:
     """
 
     def __init__(
-        self, max_frame_bytes: int, scratch: int = 256 * 1024, limit_key: str = "max_frame_bytes"
+        self, max_frame_bytes: int, scratch: int = SCRATCH, limit_key: str = "max_frame_bytes"
     ) -> None:
         # The limit may change between reads (a smaller one until `auth`); `limit_key`
         # names it in the error.
@@ -321,6 +325,18 @@ class FrameReader:
         # (read them with buffer_updated(0)). One, until `auth` has raised the limit.
         self.max_frames: int | None = None
         self.more = False
+
+    def resize_scratch(self, size: int) -> None:
+        """Swap the scratch buffer for one of `size` bytes, keeping unread data (a
+        connection reads with a small one until `auth`). Bodies already returned stay
+        valid: they hold the old buffer."""
+        if self._body is not None:
+            return  # only between large bodies; the next call will do
+        n = self._end - self._start
+        new = bytearray(max(size, n))
+        new[:n] = self._sview[self._start : self._end]
+        self._scratch, self._sview = new, memoryview(new)
+        self._start, self._end = 0, n
 
     @property
     def partial(self) -> bool:

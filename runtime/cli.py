@@ -1,4 +1,4 @@
-"""The `ringserve` command: serve, check-config, demo, top."""
+"""The `ringserve` command: serve, check-config, migrate, demo, top."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import argparse
 import os
 import subprocess
 import sys
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
-from .config import Config, ConfigError, demo_config, load
+from .config import Config, ConfigError, demo_config, load, parse
+from .tfserving import flags as tfs_flags
 
 
 def _config(path: str | None) -> Config:
@@ -17,6 +20,29 @@ def _config(path: str | None) -> Config:
         return load(path)
     base = demo_model_path()
     return demo_config(base, tcp="127.0.0.1:8700", unix=default_demo_socket())
+
+
+def _flags_loader(path: str | None, args: argparse.Namespace) -> Callable[[], Config]:
+    """TF Serving's flags, over the TOML file if there is one: a function, so a reload
+    (SIGHUP) reads the files again with the same flags."""
+
+    def load_with_flags() -> Config:
+        raw: dict = {}
+        base_dir = None
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    raw = tomllib.load(f)
+            except FileNotFoundError:
+                raise ConfigError(f"{path}: file not found") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+            base_dir = Path(path).resolve().parent
+        lines, instances = tfs_flags.apply(raw, args, from_file=bool(path))
+        cfg = parse(raw, path or "<command line>", base_dir, model_instances=instances)
+        return Config(cfg.server, cfg.models, cfg.path, (*lines, *cfg.notes))
+
+    return load_with_flags
 
 
 def default_demo_socket() -> str:
@@ -43,8 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the server (default: the built-in demo model)")
     s.add_argument("--config", help="TOML file (or $RINGSERVE_CONFIG)")
+    tfs_flags.add_arguments(s)
     c = sub.add_parser("check-config", help="validate a config file and exit")
     c.add_argument("file")
+    mg = sub.add_parser(
+        "migrate", help="print the ringserve TOML for a TF Serving models.config, and exit"
+    )
+    mg.add_argument("model_config_file", help="TF Serving model_config_list text proto")
+    mg.add_argument("--batching_parameters_file", help="TF Serving BatchingParameters text proto")
     d = sub.add_parser("demo", help="build the demo model, serve it, query it, stop")
     d.add_argument("--requests", type=int, default=500)
     d.add_argument("--concurrency", type=int, default=8)
@@ -66,17 +98,28 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{args.file}: ok ({len(cfg.models)} models)")
         return 0
-    if args.cmd == "serve":
+    if args.cmd == "migrate":
+        from .tfserving.migrate import render
+
         try:
-            cfg = _config(args.config)
+            b = args.batching_parameters_file
+            sys.stdout.write(render(Path(args.model_config_file), Path(b) if b else None))
+        except ConfigError as exc:
+            print(f"ringserve: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.cmd == "serve":
+        path = args.config or os.environ.get("RINGSERVE_CONFIG")
+        loader = _flags_loader(path, args) if tfs_flags.used(args) else None
+        try:
+            cfg = loader() if loader is not None else _config(args.config)
         except ConfigError as exc:
             print(f"ringserve: {exc}", file=sys.stderr)
             return 2
         from . import systemd
         from .supervisor import run
 
-        path = args.config or os.environ.get("RINGSERVE_CONFIG")
-        return run(cfg, systemd.listen_sockets(), path)
+        return run(cfg, systemd.listen_sockets(), path, loader)
     if args.cmd == "top":
         from .top import main as top_main
 

@@ -81,6 +81,7 @@ class ModelConfig:
     instances: Instances = Instances()
     batching: Batching | None = None
     max_queue: int = 1024
+    version_labels: tuple[tuple[str, int], ...] = ()
     # Serving workers a new version needs before the one it replaces is unloaded;
     # 0 means all of instances.count.
     min_available_during_swap: int = 0
@@ -97,6 +98,8 @@ class ServerConfig:
     unix_mode: int = 0o660
     max_frame_bytes: int = 256 * 1024 * 1024
     metrics: str = ""
+    http: str = ""
+    http_idle_timeout_seconds: float = 75.0
     auth_token_file: str = ""
     name: str = "default"
     ring_bytes: int = 64 * 1024 * 1024
@@ -109,6 +112,9 @@ class ServerConfig:
     version_poll_seconds: float = 5.0
     worker_start_timeout_seconds: float = 120.0
     max_spin_us: int = 1000
+    model_config_file: str = ""
+    batching_parameters_file: str = ""
+    enable_batching: bool = False
     # Input limits (docs/security.md): every one is a bound on what a client can make
     # the server hold or compute before it has proved anything.
     max_connections: int = 256
@@ -125,6 +131,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     models: tuple[ModelConfig, ...] = ()
     path: str = "<defaults>"
+    notes: tuple[str, ...] = ()  # fields of TF Serving files accepted and ignored: logged
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -183,19 +190,44 @@ def load(path: str | os.PathLike[str]) -> Config:
     return parse(raw, p, base_dir=Path(p).resolve().parent)
 
 
-def parse(raw: dict[str, Any], path: str = "<config>", base_dir: Path | None = None) -> Config:
+# One model table to validate: the context naming its file, its key, the table, and
+# the folder its relative base_path is relative to.
+Entry = tuple["_V", str, Any, "Path | None"]
+
+
+def parse(
+    raw: dict[str, Any],
+    path: str = "<config>",
+    base_dir: Path | None = None,
+    model_instances: dict[str, Any] | None = None,
+) -> Config:
+    """`model_instances`: [models.instances] keys every model gets (TF Serving's
+    --tensorflow_*_parallelism flags)."""
     v = _V(path)
     v.table("", raw, {"server", "models"})
     server = _server(v, raw.get("server", {}))
     models_raw = raw.get("models", [])
     if not isinstance(models_raw, list):
         raise v.fail("models", "an array of tables ([[models]])", models_raw)
-    models = tuple(_model(v, i, m, base_dir) for i, m in enumerate(models_raw))
+    entries: list[Entry] = [(v, f"models[{i}]", m, base_dir) for i, m in enumerate(models_raw)]
+    notes: list[str] = []
+    if server.model_config_file or server.batching_parameters_file or server.enable_batching:
+        from .tfserving.sources import add_tf_serving
+
+        entries, notes = add_tf_serving(path, server, base_dir, entries)
+    if model_instances:
+        entries = [
+            (ev, k, {**m, "instances": {**m.get("instances", {}), **model_instances}}, bd)
+            if isinstance(m, dict)
+            else (ev, k, m, bd)
+            for ev, k, m, bd in entries
+        ]
+    models = tuple(_model(ev, k, m, bd) for ev, k, m, bd in entries)
     names = [m.name for m in models]
     for n in names:
         if names.count(n) > 1:
             raise v.fail("models.name", "unique model names", n)
-    return Config(server=server, models=models, path=path)
+    return Config(server=server, models=models, path=path, notes=tuple(notes))
 
 
 _SERVER_KEYS = set(ServerConfig.__dataclass_fields__)
@@ -205,7 +237,7 @@ def _server(v: _V, raw: Any) -> ServerConfig:
     t = v.table("server", raw, _SERVER_KEYS)
     d = ServerConfig()
     out: dict[str, Any] = {}
-    for k in ("tcp", "metrics"):
+    for k in ("tcp", "metrics", "http"):
         if k in t:
             out[k] = _hostport(v, f"server.{k}", t[k])
     if "unix" in t:
@@ -219,6 +251,13 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         if not _NAME.match(name):
             raise v.fail("server.name", "letters, digits, '_', '.', '-' (max 64)", name)
         out["name"] = name
+    for k in ("model_config_file", "batching_parameters_file"):
+        if k in t:
+            out[k] = v.str_(f"server.{k}", t[k])
+    if "enable_batching" in t:
+        if not isinstance(t["enable_batching"], bool):
+            raise v.fail("server.enable_batching", "true or false", t["enable_batching"])
+        out["enable_batching"] = t["enable_batching"]
     if "unix_mode" in t:
         out["unix_mode"] = v.int_("server.unix_mode", t["unix_mode"], 0, 0o777)
     ints = {
@@ -247,6 +286,7 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         "heartbeat_timeout_seconds",
         "version_poll_seconds",
         "worker_start_timeout_seconds",
+        "http_idle_timeout_seconds",
         "handshake_timeout_seconds",
         "frame_timeout_seconds",
     ):
@@ -284,14 +324,14 @@ _MODEL_KEYS = {
     "batching",
     "max_queue",
     "min_available_during_swap",
+    "version_labels",
 }
 _INSTANCE_KEYS = set(Instances.__dataclass_fields__)
 _BATCH_KEYS = set(Batching.__dataclass_fields__)
 _OVERRIDE_KEYS = set(WorkerOverride.__dataclass_fields__)
 
 
-def _model(v: _V, i: int, raw: Any, base_dir: Path | None) -> ModelConfig:
-    k = f"models[{i}]"
+def _model(v: _V, k: str, raw: Any, base_dir: Path | None) -> ModelConfig:
     t = v.table(k, raw, _MODEL_KEYS)
     if "name" not in t:
         raise v.fail(f"{k}.name", "a model name", "<absent>")
@@ -336,7 +376,22 @@ def _model(v: _V, i: int, raw: Any, base_dir: Path | None) -> ModelConfig:
     swap = v.int_(
         f"{k}.min_available_during_swap", t.get("min_available_during_swap", 0), 0, inst.count
     )
-    return ModelConfig(name, bp, policy, inst, batching, max_queue, swap)
+    labels = _labels(v, f"{k}.version_labels", t.get("version_labels", {}))
+    return ModelConfig(
+        name, bp, policy, inst, batching, max_queue, labels, min_available_during_swap=swap
+    )
+
+
+def _labels(v: _V, key: str, raw: Any) -> tuple[tuple[str, int], ...]:
+    """TF Serving's version labels: a name for a version, usable in REST paths."""
+    if not isinstance(raw, dict):
+        raise v.fail(key, "a table of label = version", raw)
+    out = []
+    for label, version in sorted(raw.items()):
+        if not _NAME.match(label):
+            raise v.fail(key, "labels of letters, digits, '_', '.', '-' (max 64)", label)
+        out.append((label, v.int_(f"{key}.{label}", version, 1)))
+    return tuple(out)
 
 
 def _policy(v: _V, key: str, raw: Any) -> VersionPolicy:

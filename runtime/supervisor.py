@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ def model_settings(m: ModelConfig) -> ModelSettings:
         max_batch_size=b.max_batch_size if b else 0,
         batch_timeout_us=b.batch_timeout_us if b else 0,
         allowed_batch_sizes=b.allowed_batch_sizes if b else (),
+        version_labels=m.version_labels,
     )
 
 
@@ -72,6 +74,8 @@ def frontend_settings(cfg: Config) -> FrontendSettings:
         unix=s.unix,
         unix_mode=s.unix_mode,
         metrics=s.metrics,
+        http=s.http,
+        http_idle_timeout_seconds=s.http_idle_timeout_seconds,
         max_frame_bytes=s.max_frame_bytes,
         auth_token=token,
         max_inflight_per_connection=s.max_inflight_per_connection,
@@ -128,9 +132,13 @@ class Supervisor:
         cfg: Config,
         listeners: list[socket.socket] | None = None,
         config_path: str | None = None,
+        loader: Callable[[], Config] | None = None,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        # How a reload reads the config again (TF Serving's flags over the file); None:
+        # load(config_path).
+        self.loader = loader
         self.listeners = listeners or []
         self.slots: list[Slot] = []
         self.generation = 0
@@ -182,6 +190,8 @@ class Supervisor:
             fe.close_listeners()
             return EXIT_BIND
         log(f"listening on {fe.bound()}")
+        for note in self.cfg.notes:
+            log(note)
         systemd.notify("STATUS=loading models")
         for m in self.cfg.models:
             self.reconcile(m)
@@ -616,11 +626,11 @@ class Supervisor:
         self._reloading = True
         try:
             systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(1) // 1000}")
-            if not self.config_path:
+            if not self.config_path and self.loader is None:
                 log("reload: no config file to re-read (serving the demo)")
                 return
             try:
-                new = load(self.config_path)
+                new = self.loader() if self.loader is not None else load(self.config_path or "")
             except ConfigError as exc:
                 log(f"reload refused, keeping the running config: {exc}")
                 systemd.notify("STATUS=reload refused: see the log")
@@ -645,6 +655,7 @@ class Supervisor:
                 "max_frame_bytes_before_auth",
                 "auth_token_file",
                 "metrics",
+                "http",
             )
             if getattr(old.server, k) != getattr(new.server, k)
         ]
@@ -798,7 +809,10 @@ def _claim_unix_path(path: str) -> None:
 
 
 def run(
-    cfg: Config, listeners: list[socket.socket] | None = None, config_path: str | None = None
+    cfg: Config,
+    listeners: list[socket.socket] | None = None,
+    config_path: str | None = None,
+    loader: Callable[[], Config] | None = None,
 ) -> int:
     refused = machine.refusal()
     if refused:
@@ -810,4 +824,4 @@ def run(
         runner: Any = uvloop.run
     except ImportError:  # the SDK-only install can still run a server, slower
         runner = asyncio.run
-    return int(runner(Supervisor(cfg, listeners, config_path).run()))
+    return int(runner(Supervisor(cfg, listeners, config_path, loader).run()))

@@ -126,3 +126,22 @@ def test_large_bodies_reuse_a_mapping_once_released() -> None:
     r2.get_buffer(-1)
     feed(r2, wire.pack({"d": b"q" * 300_000}), [50_000])
     assert bytes(held) == body  # untouched by the next body
+
+
+def test_scratch_swap_keeps_unread_frames_and_returned_bodies() -> None:
+    """Until `auth` a connection reads with a tiny buffer; the swap after it keeps the
+    frames pipelined behind the auth and the body just handed out."""
+    r = wire.FrameReader(64, scratch=68)
+    r.max_frames = 1
+    stream = wire.pack({"id": 1}) + wire.pack({"id": 2, "d": b"x" * 30})
+    buf = r.get_buffer(-1)
+    buf[: len(stream)] = stream
+    del buf
+    (first,) = r.buffer_updated(len(stream))
+    r.max_frame_bytes, r.max_frames = 1 << 20, None
+    r.resize_scratch(4096)
+    assert msgpack.unpackb(first) == {"id": 1}
+    rest = r.buffer_updated(0)
+    assert [msgpack.unpackb(b) for b in rest] == [{"id": 2, "d": b"x" * 30}]
+    big = wire.pack({"id": 3, "d": b"y" * 3000})
+    assert [m["id"] for m in feed(r, big, [500])] == [3]  # type: ignore[index]
