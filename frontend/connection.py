@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import socket
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,18 @@ from .regions import Regions
 if TYPE_CHECKING:
     from .server import Frontend
 
+
+def peer_uid(transport: asyncio.BaseTransport) -> int | None:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except (OSError, AttributeError):
+        return None
+    return int(_UCRED.unpack(raw)[1])
+
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
 
 # Frames decoded between two looks at the workers' rings (about 100-200 us of work).
 SERVICE_EVERY = 16
@@ -59,7 +73,12 @@ class Connection(asyncio.BufferedProtocol):
         self.close_after_reply = False
         self._out: list[bytes | memoryview] = []
         self._flush_scheduled = False
-        self.regions: Regions | None = Regions() if kind == "unix" else None
+        self.regions: Regions | None = None
+        if kind == "unix":
+            st = frontend.settings
+            self.regions = Regions(
+                st.max_regions_per_connection, st.max_region_bytes_per_connection
+            )
         self._limit = frontend.settings.max_inflight_per_connection
         # Draining (frontend/drain.py): set only once the server is stopping.
         self.told_stopping = 0.0  # when the first "stopping" reply went out
@@ -85,6 +104,8 @@ class Connection(asyncio.BufferedProtocol):
         self.counted = True
         fe.connections.add(self)
         fe.watchdog.watch(self)
+        if self.regions is not None:
+            self.regions.peer_uid = peer_uid(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ import numpy as np
 from ringserve.ipc import errors as E
 from ringserve.ipc import wake
 from ringserve.ipc.errors import ProtocolError, clip
+from ringserve.ipc.fdslice import FdSlice
 from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
 from ringserve.ipc.tensors import (
     STRING,
@@ -132,6 +134,9 @@ class Dispatcher:
         self.workers_hook: Callable[[], list[dict[str, Any]]] = list
         # Called when a worker's ring can't be trusted; the supervisor kills it.
         self.on_broken: Callable[[WorkerLink, str], None] = lambda link, why: None
+        self.log: Callable[[str], None] = lambda text: print(f"ringserve: {text}", file=sys.stderr)
+        # The requests the pump is placing right now, failed if a step raises.
+        self._in_hand: list[Pending] | None = None
 
     def apply_settings(self, settings: FrontendSettings) -> None:
         self.settings = settings
@@ -377,8 +382,8 @@ class Dispatcher:
                     E.INVALID_ARGUMENT, f"{field}: string outputs cannot go to shared memory"
                 )
             region = conn.regions.get(field, ref)
-            region.slice(field, ref, None)
-            out[name] = (region, ref.get("offset", 0), ref["size"])
+            off, size = region.check(field, ref, None)
+            out[name] = (region, off, size)
         return out
 
     # ---- scheduling ----------------------------------------------------------------
@@ -391,6 +396,25 @@ class Dispatcher:
         return best
 
     def _pump(self, v: VersionState) -> None:
+        """`_pump_queue`, and never raises: it is called from `infer` after the request
+        joined the queue (an exception there would answer it once as an error and
+        leave it queued to be answered again) and from loop callbacks. A request the
+        failing step held is answered INTERNAL, exactly once, so the queue moves on."""
+        self._in_hand = None
+        try:
+            self._pump_queue(v)
+        except Exception as exc:
+            held = self._in_hand or (list(v.queue)[:1] if v.queue else [])
+            self._in_hand = None
+            self.log(f"internal error dispatching {v.model}/{v.number}: {exc!r}")
+            for p in held:
+                if not p.done and not p.running:
+                    self._fail(p, E.INTERNAL, f"dispatching the request: {type(exc).__name__}")
+            rest = [p for p in v.queue if not p.done]
+            v.queue.clear()  # in place: callers up the stack may hold it
+            v.queue.extend(rest)
+
+    def _pump_queue(self, v: VersionState) -> None:
         """Move queued requests onto the least loaded workers that have room.
 
         With batching the dispatch is work-conserving: an idle worker gets whatever is
@@ -418,7 +442,11 @@ class Dispatcher:
             if link is None:
                 break
             head = q[0]
-            if batching and head.rows is not None:
+            self._in_hand = [head]
+            # A request queued before a reload lowered max_batch_size cannot join a
+            # batch any more: it runs alone (it was accepted; refusing it now would
+            # break that), instead of wedging the queue behind it.
+            if batching and head.rows is not None and head.rows <= ms.max_batch_size:
                 now = time.perf_counter()
                 wait = head.t0 + ms.batch_timeout_us / 1e6 - now
                 # A busy worker gets its next batch just before it is expected to
@@ -434,11 +462,13 @@ class Dispatcher:
                 if rows < ms.max_batch_size and wait > 0 and busy_for > 0:
                     self._batch_later(v, min(wait, busy_for), wait)
                     break
+                self._in_hand = parts
                 job = self._batch_job(v, parts, rows, ms.allowed_batch_sizes)
             else:
                 job = Job(v.number, [(head, 0, head.rows or 0)], batched=False)
             if not self._submit(link, job, v):
                 break
+            self._in_hand = None
             submitted = True
         if submitted:
             self._start_polling()
@@ -547,7 +577,19 @@ class Dispatcher:
             if not p.retried:
                 queued.observe(now - p.t0)
         link.inflight[rid] = job
+        self._check_region_reads(job)
         return True
+
+    def _check_region_reads(self, job: Job) -> None:
+        """A request whose client region shrank under it read short (zeros in the
+        ring, never SIGBUS): answer it now; its rows of the batch are computed and
+        dropped, the other requests of the batch are not affected."""
+        for p, _, _ in job.parts:
+            for t in p.tensors:
+                data = t[3]
+                if type(data) is FdSlice and data.short is not None:
+                    self._fail(p, E.FAILED_PRECONDITION, data.describe_short())
+                    break
 
     # ---- completions ---------------------------------------------------------------
     def _start_polling(self) -> None:
@@ -602,11 +644,16 @@ class Dispatcher:
             self._pump(v)
 
     def _poll(self, link: WorkerLink) -> None:
+        """Never raises: it runs inside loop callbacks, and an exception there would
+        strand the completions of every worker behind it."""
         try:
             link.poll()
-        except RingCorrupt as exc:
+        except Exception as exc:  # RingCorrupt, or anything a hostile record provokes
+            if not link.alive:
+                return
             link.alive = False  # read nothing more from it; its exit answers the rest
-            self.on_broken(link, str(exc))
+            why = str(exc) if isinstance(exc, RingCorrupt) else f"{type(exc).__name__}: {exc}"
+            self.on_broken(link, why[:500])
 
     def on_response(self, link: WorkerLink, head: list[Any], outs: dict[str, Any]) -> None:
         rid, code, message = head[0], head[1], head[2]
@@ -646,8 +693,8 @@ class Dispatcher:
             self._split(job, outs)
 
     def _split(self, job: Job, outs: dict[str, np.ndarray[Any, Any]]) -> None:
-        total = job.parts[-1][1] + job.parts[-1][2]
-        bad = [k for k, a in outs.items() if a.ndim == 0 or a.shape[0] < total]
+        total = job.rows  # the requests' rows plus padding
+        bad = {k: list(a.shape) for k, a in outs.items() if a.ndim == 0 or a.shape[0] != total}
         # Numeric outputs small enough to pack at once: each reply takes a byte slice
         # of the ring (msgpack copies it), with the dtype and row shape worked out once.
         rows_out = None
@@ -661,11 +708,14 @@ class Dispatcher:
             if p.done:
                 continue
             if bad:
+                # Slicing an output whose first dimension is not the batch's rows would
+                # hand each request someone else's numbers: fail the batch instead.
                 self._fail(
                     p,
-                    E.INTERNAL,
-                    f"outputs {bad}: expected the batch dimension first (>= {total} rows) "
-                    "so a batch can be split; disable batching for this model",
+                    E.FAILED_PRECONDITION,
+                    f"outputs: expected a first dimension of exactly {total} (the rows of "
+                    f"the batch) to split the batch, received shapes {bad}; "
+                    "this model's outputs are not batch-major: disable batching for it",
                 )
             elif rows_out is not None and not p.output_shm:
                 wire = {
@@ -695,7 +745,11 @@ class Dispatcher:
                         f"{list(a.shape)}, received {size}",
                     )
                     return
-                region.view[off : off + a.nbytes] = byte_view(a)
+                try:
+                    region.write(f"output_shm.{name}", off, a)
+                except ProtocolError as exc:
+                    self._fail(p, exc.code, exc.message)
+                    return
                 ref = {"region": region.name, "offset": off, "size": a.nbytes}
                 wire[name] = {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "shm": ref}
                 continue
@@ -712,6 +766,8 @@ class Dispatcher:
         self._reply_ok(p, version, wire, large=total > 65536)
 
     def _reply_ok(self, p: Pending, version: int, wire: dict[str, Any], large: bool) -> None:
+        if p.done:  # answered already: one request, one reply, whatever path got here
+            return
         self._finish(p)
         msg = {"id": p.cid, "ok": True, "model": p.model, "version": version, "outputs": wire}
         p.conn.reply(msg, large=large)
@@ -720,6 +776,8 @@ class Dispatcher:
         p.version.metrics.answered(OK, seconds)
 
     def _fail(self, p: Pending, code: str, message: str) -> None:
+        if p.done:
+            return
         self._finish(p)
         p.conn.reply({"id": p.cid, "ok": False, "error": {"code": code, "message": message}})
         self.model_stats(p.model).fail(code)

@@ -9,11 +9,42 @@ from typing import Any
 import numpy as np
 
 from ringserve.ipc import layout, records, wake
-from ringserve.ipc.ring import Ring
+from ringserve.ipc.errors import CODES
+from ringserve.ipc.ring import Ring, RingCorrupt
 
 from .servicetime import ServiceTime
 
 OnResponse = Callable[["WorkerLink", list[Any], dict[str, np.ndarray[Any, Any]]], None]
+
+
+# A worker's error message longer than this is cut: it goes into a client's reply.
+MESSAGE_LIMIT = 2000
+
+
+def check_head(head: list[Any]) -> None:
+    """A response head is [rid, code, message, busy_ns], optionally followed by the
+    three phase times (ns); anything else means the worker's ring cannot be trusted
+    (RingCorrupt: the worker is killed and replaced). A long message is cut in place."""
+    if len(head) not in (4, 7):
+        raise RingCorrupt(f"response head has {len(head)} fields, expected 4 or 7")
+    rid, code, message, busy = head[:4]
+    if any(type(t) is not int or t < 0 for t in head[4:]):
+        raise RingCorrupt(f"response head: phase times {_short(head[4:])} are not ints >= 0")
+    if type(rid) is not int or rid < 0:
+        raise RingCorrupt(f"response head: request id {_short(rid)} is not a non-negative int")
+    if type(code) is not str or (code and code not in CODES):
+        raise RingCorrupt(f"response head: code {_short(code)} is not a protocol error code")
+    if type(message) is not str:
+        raise RingCorrupt(f"response head: message of type {type(message).__name__}")
+    if type(busy) is not int or busy < -1:
+        raise RingCorrupt(f"response head: busy time {_short(busy)} is not an int >= -1")
+    if len(message) > MESSAGE_LIMIT:
+        head[2] = message[:MESSAGE_LIMIT] + f"... ({len(message)} characters)"
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:60] + "..."
 
 
 class WorkerLink:
@@ -84,6 +115,7 @@ class WorkerLink:
             if rec is None:
                 break
             head, outs = records.read(rec.payload)
+            check_head(head)
             if head[3] >= 0:  # -1: expired before it was computed
                 self.requests += 1
                 self.busy_ns += int(head[3])

@@ -35,6 +35,7 @@ class Frontend:
         self.loop = loop
         self.registry = Registry(settings.models)
         self.dispatcher = Dispatcher(settings, self.registry, loop)
+        self.dispatcher.log = self.log
         self.connections: set[Connection] = set()
         self.open_count = {"tcp": 0, "unix": 0}  # against max_connections, per listener
         self.limit_log = LimitLog(self.log)

@@ -34,4 +34,6 @@ class FrontendSettings:
     handshake_timeout_seconds: float = 10.0
     frame_timeout_seconds: float = 60.0
     max_tensor_rank: int = 32
+    max_regions_per_connection: int = 64
+    max_region_bytes_per_connection: int = 1 << 30
     models: tuple[ModelSettings, ...] = field(default_factory=tuple)

@@ -27,17 +27,18 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from .fdslice import FdSlice
 from .layout import RECORD_HEADER, align
 from .ring import Ring, RingCorrupt
-from .tensors import CODE_DTYPES, DTYPE_CODES, NUMPY, STRING, byte_view, count
+from .tensors import CODE_DTYPES, DTYPE_CODES, MAX_RANK, NUMPY, STRING, byte_view, count
 
 U32 = struct.Struct("<I")
 _packb = functools.partial(msgpack.packb, use_bin_type=True)
 _unpackb = functools.partial(msgpack.unpackb, raw=False)
 Buffer = bytes | bytearray | memoryview
 
-# (name, dtype, shape, chunks): numeric chunks are buffers whose bytes are
-# concatenated; string chunks are the items (bytes) themselves.
+# (name, dtype, shape, chunks): numeric chunks are buffers (or FdSlices of a client
+# region) whose bytes are concatenated; string chunks are the items (bytes) themselves.
 TensorSpec = tuple[str, str, Sequence[int], Sequence[Any]]
 
 
@@ -91,7 +92,12 @@ def write(ring: Ring, kind: int, head: list[Any], tensors: Sequence[TensorSpec])
             for c in chunks:
                 n = _chunk_nbytes(c)
                 if n:
-                    view[p : p + n] = byte_view(c)
+                    if type(c) is FdSlice:
+                        # A client region: copied by pread (a truncate is a short read,
+                        # which the caller reports, never SIGBUS); checked after commit.
+                        c.read_into(view[p : p + n])
+                    else:
+                        view[p : p + n] = byte_view(c)
                     p += n
         pos += align(size)
     view.release()
@@ -134,6 +140,8 @@ def read(payload: memoryview) -> tuple[list[Any], dict[str, np.ndarray[Any, Any]
         if type(entry) is not list or len(entry) != 5:
             raise RingCorrupt(f"record tensor entry {entry!r} is malformed")
         name, code, shape, off, nbytes = entry
+        if type(shape) is list and len(shape) > MAX_RANK:  # before any product of it
+            raise RingCorrupt(f"record tensor: rank {len(shape)} exceeds MAX_RANK {MAX_RANK}")
         if (
             type(name) is not str
             or type(shape) is not list

@@ -1,20 +1,26 @@
 """Shared-memory segments: create (owner only), attach by fd, sweep leftovers.
 
-Every name starts with `ringserve-<instance>-<pid>-` so a new run of the same server
-can remove what a dead earlier run left behind, and nothing else. The owner unlinks
-the name as soon as the segment is mapped and its fd is ready to hand to the peer: the
-object then lives exactly as long as some process holds it, and a kill -9 leaves
-nothing in /dev/shm.
+A ring segment is a memfd, not a /dev/shm object: it has no name to leak (a kill -9
+of everything leaves nothing behind), and it can be sealed. Before the worker ever
+sees the fd, the owner
+- reserves every page (posix_fallocate), so memory that is not there fails the spawn
+  with an error naming the ring, instead of SIGBUS at the first write under traffic;
+- seals it against shrinking and growing (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL):
+  a worker that ftruncates its ring gets EPERM, where it used to make the frontend's
+  next read of that ring a SIGBUS that killed the server and every worker.
+The memory still counts as Shmem in /proc/meminfo and in the service's cgroup.
+
+`sweep` still removes /dev/shm names of this instance that a dead earlier release
+(which used named POSIX objects) left behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import re
 from dataclasses import dataclass
-
-import posix_ipc
 
 PREFIX = "ringserve-"
 SHM_DIR = "/dev/shm"
@@ -40,16 +46,31 @@ class Segment:
             self.fd = -1
 
 
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
 def create(instance: str, tag: str, size: int) -> Segment:
-    """Create, map and immediately unlink a segment; the caller owns the returned fd."""
-    name = f"/{name_prefix(instance)}{os.getpid()}-{tag}"
-    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+    """A sealed memfd of `size` bytes, every page reserved, mapped; the caller owns the
+    returned fd. Raises OSError naming the segment when the memory cannot be had."""
+    label = f"{name_prefix(instance)}{os.getpid()}-{tag}"  # shown in /proc/<pid>/fd
+    fd = os.memfd_create(label, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        fd = os.dup(shm.fd)
+        try:
+            os.ftruncate(fd, size)
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"cannot reserve {size} bytes of shared memory for ring {tag!r}: "
+                f"{exc.strerror} (rings are memfds, counted as Shmem in /proc/meminfo and "
+                "in the service's memory cgroup, not in /dev/shm; free memory or lower "
+                "server.ring_bytes)",
+            ) from None
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
         m = mmap.mmap(fd, size)
-    finally:
-        shm.close_fd()
-        shm.unlink()
+    except BaseException:
+        os.close(fd)
+        raise
     return Segment(fd, size, m)
 
 

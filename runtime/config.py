@@ -82,6 +82,13 @@ class ModelConfig:
     batching: Batching | None = None
     max_queue: int = 1024
     version_labels: tuple[tuple[str, int], ...] = ()
+    # Serving workers a new version needs before the one it replaces is unloaded;
+    # 0 means all of instances.count.
+    min_available_during_swap: int = 0
+
+    @property
+    def swap_threshold(self) -> int:
+        return self.min_available_during_swap or self.instances.count
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,8 @@ class ServerConfig:
     handshake_timeout_seconds: float = 10.0
     frame_timeout_seconds: float = 60.0
     max_tensor_rank: int = 32
+    max_regions_per_connection: int = 64
+    max_region_bytes_per_connection: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,8 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         "max_spin_us": 0,
         "max_connections": 1,
         "max_frame_bytes_before_auth": 64,
+        "max_regions_per_connection": 0,
+        "max_region_bytes_per_connection": 0,
     }
     for k, lo in ints.items():
         if k in t:
@@ -312,6 +323,7 @@ _MODEL_KEYS = {
     "instances",
     "batching",
     "max_queue",
+    "min_available_during_swap",
     "version_labels",
 }
 _INSTANCE_KEYS = set(Instances.__dataclass_fields__)
@@ -361,8 +373,13 @@ def _model(v: _V, k: str, raw: Any, base_dir: Path | None) -> ModelConfig:
     max_queue = v.int_(f"{k}.max_queue", t.get("max_queue", 1024), 1)
     if batching is not None:
         max_queue = batching.max_queue
+    swap = v.int_(
+        f"{k}.min_available_during_swap", t.get("min_available_during_swap", 0), 0, inst.count
+    )
     labels = _labels(v, f"{k}.version_labels", t.get("version_labels", {}))
-    return ModelConfig(name, bp, policy, inst, batching, max_queue, labels)
+    return ModelConfig(
+        name, bp, policy, inst, batching, max_queue, labels, min_available_during_swap=swap
+    )
 
 
 def _labels(v: _V, key: str, raw: Any) -> tuple[tuple[str, int], ...]:

@@ -29,7 +29,7 @@ from typing import Any
 from ringserve.frontend import registry as R
 from ringserve.frontend.server import Frontend
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
-from ringserve.ipc import control, shm
+from ringserve.ipc import control, machine, shm
 
 from . import gpu, systemd
 from .config import Config, ConfigError, ModelConfig, list_versions, load
@@ -87,6 +87,8 @@ def frontend_settings(cfg: Config) -> FrontendSettings:
         handshake_timeout_seconds=s.handshake_timeout_seconds,
         frame_timeout_seconds=s.frame_timeout_seconds,
         max_tensor_rank=s.max_tensor_rank,
+        max_regions_per_connection=s.max_regions_per_connection,
+        max_region_bytes_per_connection=s.max_region_bytes_per_connection,
         models=tuple(model_settings(m) for m in cfg.models),
     )
 
@@ -272,10 +274,16 @@ class Supervisor:
                 v = self.fe.registry.version_state(m.name, number)
                 v.state = R.LOADING
             self._fit_workers(m, number)
-        # An unwanted version goes only once every wanted one serves: a new version
-        # that fails to load must not take an old one down with it.
+        # An unwanted version goes only once every wanted one serves with its full
+        # count of workers (or min_available_during_swap): a new version that fails
+        # to load must not take an old one down with it, and a swap must not leave
+        # one worker carrying what `count` workers carried.
+        need = m.swap_threshold
         all_serving = all(
-            n in model.versions and model.versions[n].state == R.AVAILABLE for n in wanted
+            n in model.versions
+            and model.versions[n].state == R.AVAILABLE
+            and len(model.versions[n].serving_links()) >= need
+            for n in wanted
         )
         for number, v in list(model.versions.items()):
             if number not in wanted and v.state != R.UNLOADING and all_serving:
@@ -806,6 +814,10 @@ def run(
     config_path: str | None = None,
     loader: Callable[[], Config] | None = None,
 ) -> int:
+    refused = machine.refusal()
+    if refused:
+        log(f"cannot start: {refused}")
+        return 1
     try:
         import uvloop
 

@@ -4,6 +4,8 @@ pipelined requests, and the processes and /dev/shm objects a server owns."""
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -168,3 +170,29 @@ def shm_of(name: str) -> set[str]:
 def ready(srv: ServerProcess) -> bool:
     with Client(srv.unix_url, timeout=10.0) as c:
         return bool(c.health()["ready"])
+
+
+# ---- reaching into a worker's rings ---------------------------------------------------
+def worker_spec(pid: int) -> dict[str, Any]:
+    """The spec a worker was started with (its ring and eventfd numbers)."""
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    raw = next(e for e in env if e.startswith(b"RINGSERVE_WORKER_SPEC="))
+    return json.loads(raw.split(b"=", 1)[1])  # type: ignore[no-any-return]
+
+
+def take_fd(pid: int, fd: int) -> int:
+    """A duplicate of another process's fd (pidfd_getfd, Linux 5.6+; needs the rights
+    to ptrace it): what that process could do with the fd, this test can do."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        got = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if got < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"pidfd_getfd({pid}, {fd}): {os.strerror(err)}")
+        return int(got)
+    finally:
+        os.close(pidfd)
+
+
+SYS_PIDFD_GETFD = 438  # x86-64

@@ -71,6 +71,29 @@ class Slow(tf.Module):
         return {"y": out}
 
 
+class Paced(tf.Module):
+    """float32 x[-1, 4] -> y = 2x + 1 after x[0, 0] iterations of a small loop: in a
+    batch, the first row sets how long the call holds the worker."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        m = tf.eye(4) * 0.5
+        n = tf.cast(x[0, 0], tf.int32)
+        _, acc = tf.while_loop(
+            lambda i, _: i < n, lambda i, a: (i + 1, tf.matmul(a, m)), (0, tf.ones([1, 4]))
+        )
+        return {"y": x * 2.0 + 1.0 + 0.0 * tf.reduce_sum(acc)}
+
+
+class OffBy(tf.Module):
+    """float32 x[-1, 4] -> y with one row more than x (a row of 7s, then 2x + 1): an
+    output that is not batch-major."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.concat([tf.fill([1, 4], 7.0), x * 2.0 + 1.0], axis=0)}
+
+
 ALL_DTYPES = {
     "bool": tf.bool,
     "int8": tf.int8,
@@ -125,7 +148,11 @@ def build_all(root: Path) -> dict[str, Path]:
     save(slow, root / "slow" / "1", {"serving_default": slow.serve})
     alltypes = AllTypes()
     save(alltypes, root / "alltypes" / "1", {"serving_default": alltypes.serve})
-    return {n: root / n for n in ("linear", "linear2", "ints", "strings", "slow", "alltypes")}
+    paced, offby = Paced(), OffBy()
+    save(paced, root / "paced" / "1", {"serving_default": paced.serve})
+    save(offby, root / "offby" / "1", {"serving_default": offby.serve})
+    names = ("linear", "linear2", "ints", "strings", "slow", "alltypes", "paced", "offby")
+    return {n: root / n for n in names}
 
 
 def reference(
