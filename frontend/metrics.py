@@ -3,16 +3,12 @@
 A custom collector turns one `stats` snapshot (the frontend's counters and
 histograms, the supervisor's per-position worker figures) into metric families at
 scrape time; nothing on the request path touches prometheus_client. The families,
-their labels and meaning are listed in docs/metrics.md. `MetricsProtocol` is the
-small HTTP/1.0 responder of the `[server] metrics` listener until the HTTP layer
-serves it: GET /metrics, and the probes a load balancer reads: /healthz (200 while
-the process serves) and /readyz (200 exactly when the `health` op answers ready,
-else 503).
+their labels and meaning are listed in docs/metrics.md. The HTTP layer
+(frontend/http/) serves it on the `[server] metrics` and `[server] http` listeners.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -240,58 +236,3 @@ class Exposition:
         except Exception:  # an Accept header we cannot parse gets the text format
             encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
         return content_type, encoder(self.registry)
-
-
-MAX_HEAD = 8192
-
-
-class MetricsProtocol(asyncio.Protocol):
-    """HTTP/1.0, one request per connection: GET /metrics (any Accept), /healthz, /readyz."""
-
-    def __init__(
-        self,
-        exposition: Callable[[str | None], tuple[str, bytes]],
-        ready: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self.exposition = exposition
-        self.ready = ready
-        self.buf = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        if self.transport.is_closing():
-            return
-        self.buf += data
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            end = self.buf.find(b"\n\n")
-        if end < 0:
-            if len(self.buf) > MAX_HEAD:
-                self.transport.close()
-            return
-        lines = self.buf[:end].decode("latin-1").splitlines()
-        request = lines[0].split() if lines else []
-        accept = None
-        for ln in lines[1:]:
-            name, _, value = ln.partition(":")
-            if name.strip().lower() == "accept":
-                accept = value.strip()
-        path = request[1].split("?")[0] if len(request) >= 2 and request[0] == "GET" else ""
-        if path == "/metrics":
-            content_type, body = self.exposition(accept)
-            status = b"200 OK"
-        elif path == "/healthz" or (path == "/readyz" and self.ready()):
-            content_type, body, status = "text/plain", b"ok\n", b"200 OK"
-        elif path == "/readyz":
-            content_type, body = "text/plain", b"not ready\n"
-            status = b"503 Service Unavailable"
-        else:
-            content_type, body = "text/plain", b"not found: GET /metrics\n"
-            status = b"404 Not Found"
-        head = b"HTTP/1.0 " + status + f"\r\nContent-Type: {content_type}\r\n".encode()
-        self.transport.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        self.transport.close()

@@ -29,11 +29,6 @@ SHM_DIR = "/dev/shm"
 _KEY = re.compile(r"[A-Za-z0-9_.@+-]{1,255}")
 
 
-def _cut(v: Any, n: int = 80) -> str:
-    r = repr(v)
-    return r if len(r) <= n else r[:n] + "...'"
-
-
 class Region:
     def __init__(self, name: str, key: str, size: int, peer_uid: int | None) -> None:
         bare = key[1:] if key.startswith("/") else key
@@ -41,18 +36,18 @@ class Region:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
                 f"field 'key': expected a POSIX shared-memory name like '/name' "
-                f"(letters, digits, '._@+-'), received {_cut(key)}",
+                f"(letters, digits, '._@+-'), received {E.clip(key)}",
             )
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
         try:
             fd = os.open(os.path.join(SHM_DIR, bare), flags)
         except FileNotFoundError:
             raise ProtocolError(
-                E.NOT_FOUND, f"field 'key': no POSIX shared-memory object named {_cut(key)}"
+                E.NOT_FOUND, f"field 'key': no POSIX shared-memory object named {E.clip(key)}"
             ) from None
         except OSError as exc:
             raise ProtocolError(
-                E.FAILED_PRECONDITION, f"field 'key': cannot open {_cut(key)}: {exc.strerror}"
+                E.FAILED_PRECONDITION, f"field 'key': cannot open {E.clip(key)}: {exc.strerror}"
             ) from None
         self.file = open(fd, "r+b", buffering=0, closefd=True)  # closed with its last reference
         st = os.fstat(fd)
@@ -60,13 +55,13 @@ class Region:
             self.file.close()
             raise ProtocolError(
                 E.FAILED_PRECONDITION,
-                f"field 'key': {_cut(key)} is not a shared-memory object",
+                f"field 'key': {E.clip(key)} is not a shared-memory object",
             )
         if peer_uid is not None and st.st_uid != peer_uid:
             self.file.close()
             raise ProtocolError(
                 E.FAILED_PRECONDITION,
-                f"field 'key': {_cut(key)} is owned by uid {st.st_uid}, expected the "
+                f"field 'key': {E.clip(key)} is owned by uid {st.st_uid}, expected the "
                 f"connecting process's uid {peer_uid}: only a region the client owns "
                 "can be registered",
             )
@@ -87,12 +82,12 @@ class Region:
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ProtocolError(
                     E.INVALID_ARGUMENT,
-                    f"{field}.{key}: expected a non-negative integer, received {_cut(v)}",
+                    f"{field}.{key}: expected a non-negative integer, received {E.clip(v)}",
                 )
         if off + size > self.size:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"{field}: expected offset + size within region {self.name!r} of {self.size} "
+                f"{field}: expected offset + size within region {E.clip(self.name)} of {self.size} "
                 f"bytes, received {off} + {size}",
             )
         if want is not None and size != want:
@@ -104,7 +99,7 @@ class Region:
     def slice(self, field: str, ref: Any, want: int | None) -> FdSlice:
         """The bytes a reference names, read later (straight into a ring) by pread."""
         off, size = self.check(field, ref, want)
-        return FdSlice(self.file, off, size, f"{field} (region {self.name!r})")
+        return FdSlice(self.file, off, size, f"{field} (region {E.clip(self.name)})")
 
     def write(self, field: str, off: int, data: Any) -> None:
         """Write `data` at `off` with pwrite. The region's current size is checked
@@ -120,7 +115,7 @@ class Region:
         if off + n > now:
             raise ProtocolError(
                 E.FAILED_PRECONDITION,
-                f"{field}: region {self.name!r} shrank: expected {n} bytes at offset {off}, "
+                f"{field}: region {E.clip(self.name)} shrank: expected {n} bytes at offset {off}, "
                 f"the region now holds {now} bytes",
             )
         done = 0
@@ -134,13 +129,13 @@ class Region:
         except OSError as exc:
             raise ProtocolError(
                 E.FAILED_PRECONDITION,
-                f"{field}: writing {n} bytes at offset {off} of region {self.name!r} "
+                f"{field}: writing {n} bytes at offset {off} of region {E.clip(self.name)} "
                 f"failed: {exc.strerror}",
             ) from None
         if done != n:
             raise ProtocolError(
                 E.FAILED_PRECONDITION,
-                f"{field}: wrote {done} of {n} bytes at offset {off} of region {self.name!r}",
+                f"{field}: wrote {done} of {n} bytes at offset {off} of region {E.clip(self.name)}",
             )
 
     def close(self) -> None:
@@ -165,18 +160,18 @@ class Regions:
             if not isinstance(v, str) or not v:
                 raise ProtocolError(
                     E.INVALID_ARGUMENT,
-                    f"field '{field}': expected a string, received {_cut(v)}",
+                    f"field '{field}': expected a string, received {E.clip(v)}",
                 )
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"field 'size': expected a non-negative integer, received {_cut(size)}",
+                f"field 'size': expected a non-negative integer, received {E.clip(size)}",
             )
         assert isinstance(name, str) and isinstance(key, str)
         if name in self.by_name:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"field 'name': expected a name not yet registered, received {_cut(name)}",
+                f"field 'name': expected a name not yet registered, received {E.clip(name)}",
             )
         if len(self.by_name) >= self.max_regions:
             raise ProtocolError(
@@ -208,7 +203,7 @@ class Regions:
             shown = known if len(known) <= 8 else [*known[:8], "..."]
             raise ProtocolError(
                 E.NOT_FOUND,
-                f"field 'name': expected one of {shown}, received {_cut(name)}",
+                f"field 'name': expected one of {shown}, received {E.clip(name)}",
             )
         self.bytes -= region.size
         region.close()
@@ -217,7 +212,7 @@ class Regions:
         if not isinstance(ref, dict):
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
-                f"{field}: expected a map {{region, offset, size}}, received {_cut(ref)}",
+                f"{field}: expected a map {{region, offset, size}}, received {E.clip(ref)}",
             )
         region = self.by_name.get(ref.get("region"))  # type: ignore[arg-type]
         if region is None:
@@ -226,7 +221,7 @@ class Regions:
             raise ProtocolError(
                 E.INVALID_ARGUMENT,
                 f"{field}.region: expected a region registered on this connection "
-                f"{shown}, received {_cut(ref.get('region'))}",
+                f"{shown}, received {E.clip(ref.get('region'))}",
             )
         return region
 
