@@ -36,7 +36,7 @@ class Frontend:
         self.registry = Registry(settings.models)
         self.dispatcher = Dispatcher(settings, self.registry, loop)
         self.dispatcher.log = self.log
-        self.connections: set[Connection] = set()
+        self.connections: set[Connection | HttpConnection] = set()
         self.open_count = {"tcp": 0, "unix": 0}  # against max_connections, per listener
         self.limit_log = LimitLog(self.log)
         self.watchdog = Watchdog(loop)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .router import TEXT, Request, Response, Router
 
 if TYPE_CHECKING:
-    from ringserve.frontend.server import Frontend
+    from ..server import Frontend
 
 METRICS_PATHS = ("/metrics", "/monitoring/prometheus/metrics")
 

@@ -23,7 +23,8 @@ import httptools
 from .router import JSON, Request, Response, Router, error
 
 if TYPE_CHECKING:
-    from ringserve.frontend.server import Frontend
+    from ..regions import Regions
+    from ..server import Frontend
 
 # The request line and all headers of one request.
 MAX_HEADER_BYTES = 64 * 1024
@@ -62,7 +63,7 @@ class HttpConnection(asyncio.Protocol):
         self.idle_timeout = s.http_idle_timeout_seconds
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.regions = None  # a dispatcher Replier: HTTP has no shared-memory regions
+        self.regions: Regions | None = None  # a dispatcher Replier; HTTP has no regions
         self.closed = False
         self.counted = False  # holds one of its listener's max_connections places
         self.pipeline: deque[Request] = deque()  # in arrival order; replies leave so

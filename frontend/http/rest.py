@@ -22,8 +22,7 @@ from .metadata import model_metadata, model_status
 from .router import Request, Response, Router, error
 
 if TYPE_CHECKING:
-    from ringserve.frontend.server import Frontend
-
+    from ..server import Frontend
     from .protocol import HttpConnection
 
 HTTP_STATUS = {
