@@ -41,8 +41,10 @@ def test_short_soak(tmp_path: Path) -> None:
     assert c.get("no_reply", 0) == 0, tail
     assert c.get("wrong", 0) == 0, tail
     assert c.get("valid_other_error", 0) == 0, tail
-    assert res["end"]["fds"] == res["start"]["fds"], tail
-    assert res["end"]["shm"] == res["start"]["shm"], tail
+    # Nothing leaked: the start sample may still count the server's end of the
+    # readiness probe's connection, closing as it was taken, so the end can be lower.
+    assert res["end"]["fds"] <= res["start"]["fds"], tail
+    assert res["end"]["shm"] <= res["start"]["shm"], tail
     # The traffic really was mixed, and the chaos really happened.
     assert c["valid_ok"] > 50 and c["invalid_answered"] > 10 and c["trunc_answered"] >= 1, c
     assert c["chaos_kills"] >= 1 and c["chaos_reloads"] >= 1, c
