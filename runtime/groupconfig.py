@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import GroupConfig, ModelConfig, _V
+    from .config import _V, GroupConfig, ModelConfig
 
 GROUP_KEYS = {"name", "models", "instances"}
 # Keys of [[models]] that belong to the group when the model is in one.
@@ -32,7 +32,7 @@ def parse_groups(
     `explicit`: for each model name, the key of its table and the keys it set itself
     (before TF Serving's flags added theirs), so the refusal names what the user wrote.
     """
-    from .config import GroupConfig, _instances, _NAME
+    from .config import _NAME, GroupConfig, _instances
 
     if not isinstance(raw, list):
         raise v.fail("groups", "an array of tables ([[groups]])", raw)
