@@ -50,7 +50,7 @@ def attach(fe: Any, link: Any, reports: list[dict[str, Any]], log: Any) -> list[
     for r in reports:
         name, number = r.get("model"), r.get("version")
         m = fe.registry.models.get(name)
-        if m is None or not isinstance(number, int):
+        if m is None or not isinstance(name, str) or not isinstance(number, int):
             continue  # removed from the config while the worker loaded
         v = fe.registry.version_state(name, number)
         touched.append(name)
@@ -76,3 +76,12 @@ def attach(fe: Any, link: Any, reports: list[dict[str, Any]], log: Any) -> list[
 def alone(link: Any) -> list[Any]:
     """Versions this group worker serves that no other serving worker does."""
     return [v for v in link.serves if not any(ln.serving for ln in v.links if ln is not link)]
+
+
+def regressed(old: Any, new: Any) -> list[str]:
+    """Models the new group worker failed to load while the old one serves a version
+    of them: replacing the old one would take those models down."""
+    if old is None or new is None:
+        return []
+    failed = {r.get("model") for r in new.link.info.get("models", []) if not r.get("ok")}
+    return sorted(str(m) for m in failed if any(v.model == m for v in old.link.serves))
