@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import fairness
 from .links import WorkerLink
 from .pending import Job, Pending
 from .registry import Registry, VersionState
@@ -60,7 +61,12 @@ def pick(v: VersionState, limit: int) -> WorkerLink | None:
     """The least loaded serving worker of `v` holding fewer than `limit` records."""
     best = None
     for ln in v.links:
-        if ln.serving and len(ln.inflight) < limit:
+        # A group's worker is shared by its models: each gets its share (fairness.py).
+        if (
+            ln.serving
+            and len(ln.inflight) < limit
+            and (not ln.group or fairness.has_share(ln, v, limit))
+        ):
             if best is None or len(ln.inflight) < len(best.inflight):
                 best = ln
     return best

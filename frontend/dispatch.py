@@ -23,7 +23,7 @@ from ringserve.ipc.errors import ProtocolError
 from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
 from ringserve.ipc.tensors import STRING, count, itemsize
 
-from . import checks
+from . import checks, fairness
 from .batcher import HANDOVER_S, Batcher
 from .checks import MAX_TIMEOUT_MS
 from .links import WorkerLink
@@ -82,7 +82,16 @@ class Dispatcher:
 
     def link_ready(self, link: WorkerLink) -> None:
         link.ready = True
-        self._pump(self.registry.version_state(link.model, link.version))
+        for v in self._versions_of(link):
+            self._pump(v)
+
+    def _versions_of(self, link: WorkerLink) -> list[VersionState]:
+        """The versions a worker serves: its group's (in round-robin order), or its one."""
+        if link.group:
+            return fairness.rotation(link)
+        m = self.registry.models.get(link.model)
+        v = m.versions.get(link.version) if m is not None else None
+        return [v] if v is not None else []
 
     def remove_link(self, link: WorkerLink, reason: str) -> None:
         """The worker is gone: answer what it held, stop listening to it."""
@@ -96,27 +105,32 @@ class Dispatcher:
                 pass
         busy = link.busy_id()  # the record it was computing; later ones never started
         link.alive = False
-        m = self.registry.models.get(link.model)
-        v = m.versions.get(link.version) if m is not None else None
-        others = v is not None and any(ln.serving for ln in v.links if ln is not link)
-        retry: list[Pending] = []
+        versions = self._versions_of(link)
+        # Per version (a group's worker held several): requests to hand to a sibling.
+        retry: dict[int, tuple[VersionState, list[Pending]]] = {}
         for rid, job in sorted(link.inflight.items()):
+            v = job.parts[0][0].version
+            others = any(ln.serving for ln in v.links if ln is not link)
             for p, _, _ in job.parts:
                 if p.done:
                     continue
                 if rid != busy and others and not p.retried:
                     p.retried = True
                     p.running = False
-                    retry.append(p)
+                    retry.setdefault(id(v), (v, []))[1].append(p)
                 else:
                     self.replies.fail(
                         p, E.UNAVAILABLE, f"worker {link.key} {reason} while running it"
                     )
         link.inflight.clear()
-        if v is not None:
+        for v in versions:
             if link in v.links:
                 v.links.remove(link)
-            v.queue.extendleft(reversed(retry))
+        for v, ps in retry.values():
+            v.queue.extendleft(reversed(ps))
+            if v not in versions:
+                versions.append(v)
+        for v in versions:
             self._pump(v)
 
     def fail_queue(self, v: VersionState, code: str, message: str) -> None:
@@ -230,7 +244,11 @@ class Dispatcher:
             # The worker drops a record whose every request expired before it starts.
             deadlines = [p.deadline for p, _, _ in job.parts]
             deadline = 0.0 if not all(deadlines) else max(deadlines) - self._clock_skew
-            ok = link.submit(rid, [rid, first.sig, first.wanted, deadline], tensors)
+            head = [rid, first.sig, first.wanted, deadline]
+            if link.group:  # a group's worker holds several models: name the one
+                head += [v.model, v.number]
+                fairness.served(link, v)
+            ok = link.submit(rid, head, tensors)
         except RecordTooLarge as exc:
             for p, _, _ in job.parts:
                 self.replies.fail(p, E.RESOURCE_EXHAUSTED, f"field 'inputs': {exc}")
@@ -304,10 +322,9 @@ class Dispatcher:
         wake.drain(link.resp_efd)
         self._poll(link)
         # The worker also rings when it freed ring room without answering anything.
-        m = self.registry.models.get(link.model)
-        v = m.versions.get(link.version) if m is not None else None
-        if v is not None and v.queue:
-            self._pump(v)
+        for v in self._versions_of(link):
+            if v.queue:
+                self._pump(v)
 
     def _poll(self, link: WorkerLink) -> None:
         """Never raises: it runs inside loop callbacks, and an exception there would
@@ -326,14 +343,18 @@ class Dispatcher:
         job = link.inflight.pop(rid, None)
         if job is None:
             return
-        m = self.registry.models.get(link.model)
-        v = m.versions.get(link.version) if m is not None else None
-        if head[3] >= 0 and v is not None:  # -1: expired unseen
+        v = job.parts[0][0].version
+        if head[3] >= 0:  # -1: expired unseen
             v.metrics.computed(head)
         self.batcher.finished(link, job.rows, head[3])
         # Refill the worker before building the replies: the worker computes the next
-        # batch while this one is split, encoded and sent.
-        if v is not None and v.queue:
+        # batch while this one is split, encoded and sent. A group's worker offers the
+        # room to its models in turn (fairness.py).
+        if link.group:
+            for s in fairness.rotation(link):
+                if s.queue:
+                    self._pump(s)
+        elif v.queue:
             self._pump(v)
         try:
             self.replies.complete(job, code, message, outs)
@@ -375,6 +396,7 @@ class Dispatcher:
             sum(not p.done for p, _, _ in job.parts)
             for ln in v.links
             for job in ln.inflight.values()
+            if job.parts[0][0].version is v  # a group's worker holds other models' too
         )
 
     def inflight_total(self) -> int:
