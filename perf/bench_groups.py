@@ -110,71 +110,79 @@ def all_workers_ready(srv: ServerProcess, expected: int) -> bool:
     return sum(1 for w in ws if w["state"] == "ready") >= expected
 
 
-def measure(
-    label: str,
-    root: Path,
-    names: list[str],
-    grouped: bool,
-    count: int,
-    spread: Spread,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
+def start(
+    label: str, root: Path, names: list[str], grouped: bool, count: int, timeout: float
+) -> tuple[ServerProcess, dict[str, Any]]:
+    """Start one server; time it to ready and to every worker ready; its PSS then."""
     workers = count if grouped else count * len(names)
     srv = ServerProcess(
         models_toml(root, names, grouped, count),
         "ring_bytes = 1048576",
         wait_ready=False,
-        ready_timeout=args.ready_timeout,
+        ready_timeout=timeout,
     )
     t0 = time.monotonic()
     srv.start()
     try:
-        srv.wait_ready(args.ready_timeout)
+        srv.wait_ready(timeout)
         ready_s = time.monotonic() - t0
-        deadline = time.monotonic() + args.ready_timeout
+        deadline = time.monotonic() + timeout
         while not all_workers_ready(srv, workers):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{label}: not every worker ready")
             time.sleep(0.05)
         all_ready_s = time.monotonic() - t0
-        pids = server_pids(srv)
-        pss_ready = pss_bytes(pids)
-        res = closed_loop(
-            parse_target(srv.unix_url),
-            spread,  # type: ignore[arg-type]
-            concurrency=args.concurrency,
-            connections=args.concurrency,
-            duration_s=args.duration,
-            warmup_s=args.warmup,
-        )
-        pss_after = pss_bytes(server_pids(srv))
-        with Client(srv.unix_url, timeout=30) as c:
-            st = c.stats()
-        served = {m: s.get("success", 0) for m, s in st["models"].items()}
-    finally:
-        code = srv.stop()
-    sys.stderr.write(
-        f"{label}: ready {ready_s:.1f}s, all workers {all_ready_s:.1f}s, "
-        f"PSS {pss_ready / 2**20:.0f} MiB -> {pss_after / 2**20:.0f} MiB over {len(pids)} "
-        f"processes, {res.rps:.0f} req/s p50 {res.p50_us:.0f} us (exit {code})\n"
-    )
-    return {
+    except BaseException:
+        srv.stop()
+        raise
+    pids = server_pids(srv)
+    pss = pss_bytes(pids)
+    row: dict[str, Any] = {
         "label": label,
         "workers": workers,
         "processes": len(pids),
         "ready_s": ready_s,
         "all_ready_s": all_ready_s,
-        "pss_ready": pss_ready,
-        "pss_after": pss_after,
-        "rps": res.rps,
-        "p50_us": res.p50_us,
-        "p99_us": res.p99_us,
-        "errors": res.errors_total,
-        "lost": res.lost,
-        "served_min": min(served.values()) if served else 0,
-        "served_max": max(served.values()) if served else 0,
-        "exit": code,
+        "pss_ready": pss,
+        "runs": [],
     }
+    sys.stderr.write(
+        f"{label}: ready {ready_s:.1f}s, every worker {all_ready_s:.1f}s, "
+        f"PSS {pss / 2**20:.0f} MiB over {len(pids)} processes\n"
+    )
+    return srv, row
+
+
+def load(srv: ServerProcess, row: dict[str, Any], spread: Spread, args: argparse.Namespace) -> None:
+    res = closed_loop(
+        parse_target(srv.unix_url),
+        spread,  # type: ignore[arg-type]
+        concurrency=args.concurrency,
+        connections=args.concurrency,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+    )
+    row["runs"].append(
+        {
+            "rps": res.rps,
+            "p50_us": res.p50_us,
+            "p99_us": res.p99_us,
+            "errors": res.errors_total,
+            "lost": res.lost,
+        }
+    )
+    sys.stderr.write(f"{row['label']}: {res.rps:.0f} req/s p50 {res.p50_us:.0f} us\n")
+
+
+def finish(srv: ServerProcess, row: dict[str, Any]) -> None:
+    row["pss_after"] = pss_bytes(server_pids(srv))
+    with Client(srv.unix_url, timeout=30) as c:
+        served = [s.get("success", 0) for s in c.stats()["models"].values()]
+    row["served_min"], row["served_max"] = min(served), max(served)
+    row["exit"] = srv.stop()
+    for k in ("rps", "p50_us", "p99_us"):
+        row[k] = B.median(r[k] for r in row["runs"])
+    row["errors"] = sum(sum(r["errors"].values()) + r["lost"] for r in row["runs"])
 
 
 def inprocess_rps(path: Path, x: np.ndarray, seconds: float) -> float:
@@ -199,13 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ungrouped-count", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--repeat", type=int, default=3, help="load windows per server, alternated")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--ready-timeout", type=float, default=900.0)
     p.add_argument("--models-dir", default=None, help="reuse built models here")
     B.add_output_args(p)
     args = p.parse_args(argv)
     if args.quick:
-        args.models, args.duration, args.warmup = 3, 2.0, 0.5
+        args.models, args.duration, args.warmup, args.repeat = 3, 2.0, 0.5, 1
     tmp = None
     if args.models_dir:
         root = Path(args.models_dir)
@@ -225,9 +234,22 @@ def main(argv: list[str] | None = None) -> int:
             duration_s=min(args.duration, 5.0),
             warmup_s=0.5,
         )
-    g = measure("grouped", root, names, True, args.grouped_count, spread, args)
-    u = measure("ungrouped", root, names, False, args.ungrouped_count, spread, args)
-    bad = bool(g["errors"] or u["errors"] or g["lost"] or u["lost"] or g["exit"] or u["exit"])
+    # Both servers run side by side once started (each started and timed alone), and
+    # their load windows alternate, so machine noise falls on both alike.
+    g_srv, g = start("grouped", root, names, True, args.grouped_count, args.ready_timeout)
+    try:
+        u_srv, u = start("ungrouped", root, names, False, args.ungrouped_count, args.ready_timeout)
+    except BaseException:
+        g_srv.stop()
+        raise
+    try:
+        for _ in range(args.repeat):
+            load(g_srv, g, spread, args)
+            load(u_srv, u, spread, args)
+    finally:
+        finish(g_srv, g)
+        finish(u_srv, u)
+    bad = bool(g["errors"] or u["errors"] or g["exit"] or u["exit"])
     mib = 2**20
     rows = []
     for r in (g, u):
@@ -275,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n- command: `{B.command_line()}`; one run, {B.now_utc()}\n"
         f"- {args.models} distinct demo MLPs (784-512-512-10, seeds 1000..), batch 1, "
         f"closed loop at c={args.concurrency} (one connection each) for {args.duration:g} s "
-        f"after {args.warmup:g} s, request i to model i mod {args.models}\n"
+        f"after {args.warmup:g} s, request i to model i mod {args.models}; {args.repeat} "
+        "load windows per server, the two servers' windows alternating (both servers up, "
+        "each started and timed alone); req/s and latencies are medians of the windows\n"
         f"- grouped: one group of {args.grouped_count} workers; ungrouped: "
         f"{args.ungrouped_count} worker(s) per model\n"
         f"- in-process TensorFlow, same model and input, one thread: {tf_rps:.0f} calls/s; "
