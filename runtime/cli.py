@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"ringserve: {exc}", file=sys.stderr)
             return 2
-        print(f"{args.file}: ok ({len(cfg.models)} models)")
+        groups = f", {len(cfg.groups)} groups" if cfg.groups else ""
+        print(f"{args.file}: ok ({len(cfg.models)} models{groups})")
         return 0
     if args.cmd == "migrate":
         from .tfserving.migrate import render
