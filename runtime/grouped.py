@@ -12,12 +12,19 @@ is empty, and a version still wanted is served by the new worker already.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringserve.frontend import registry as R
 
 from .config import Config, GroupConfig, ModelConfig
+from .slots import log
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+    from .workers import WorkerHandle
 
 Content = tuple[tuple[str, int, Path], ...]
 
@@ -78,10 +85,101 @@ def alone(link: Any) -> list[Any]:
     return [v for v in link.serves if not any(ln.serving for ln in v.links if ln is not link)]
 
 
-def regressed(old: Any, new: Any) -> list[str]:
-    """Models the new group worker failed to load while the old one serves a version
-    of them: replacing the old one would take those models down."""
-    if old is None or new is None:
-        return []
-    failed = {r.get("model") for r in new.link.info.get("models", []) if not r.get("ok")}
-    return sorted(str(m) for m in failed if any(v.model == m for v in old.link.serves))
+class Groups:
+    """The supervisor's group steps; slots, spawning and rolls are the Reconciler's."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        # Per group: the content a roll was abandoned for (a member failed to load in
+        # the new worker while the old one served it); not tried again until the
+        # content changes or a reload asks.
+        self.failed_content: dict[str, Content] = {}
+
+    def reconcile(self, g: GroupConfig) -> None:
+        """The group's workers hold every wanted version of every member; when that
+        set changes they are replaced one at a time."""
+        sup = self.sup
+        if sup.stopping:
+            return
+        rec = sup.reconciler
+        wanted = {m.name: rec.wanted_versions(m) for m in members(sup.cfg, g)}
+        want = content(sup.cfg, g, wanted)
+        if want and want != self.failed_content.get(g.name):
+            rec.fit_workers(group_model(g), 0, want)
+        elif not want:
+            for s in sup.slots:
+                if s.content is not None and s.name == g.name and s.wanted and not s.replacing:
+                    s.replacing = True
+                    sup.task(rec.retire(s))
+        reg = sup.fe.registry
+        for name, numbers in wanted.items():
+            model = reg.models[name]
+            for number, v in list(model.versions.items()):
+                # Unwanted and served by no worker (it never loaded, or its last
+                # worker was retired): forget it.
+                if number not in numbers and v.state != R.UNLOADING and not v.links:
+                    sup.task(rec.unload_version(name, number))
+            # A model moved into the group: its own workers go once the group serves it.
+            if numbers and all(
+                number in model.versions
+                and any(ln.group for ln in model.versions[number].serving_links())
+                for number in numbers
+            ):
+                for s in sup.slots:
+                    if s.content is None and s.name == name and s.wanted and not s.replacing:
+                        s.replacing = True
+                        sup.task(rec.retire(s))
+
+    def worker_ready(self, h: WorkerHandle, msg: dict[str, Any]) -> None:
+        sup = self.sup
+        reports = msg.get("models")
+        attach(sup.fe, h.link, reports if isinstance(reports, list) else [], log)
+        sup.fe.dispatcher.link_ready(h.link)
+        loaded = [f"{v.model}/{v.number}" for v in h.link.serves]
+        log(
+            f"worker {h.label} ready: pid {h.pid} group {h.model} models {loaded} "
+            f"device {msg.get('device')} intra_op_threads {msg.get('intra_op_threads')} "
+            f"inter_op_threads {msg.get('inter_op_threads')} "
+            f"cpu_affinity {msg.get('cpu_affinity')} load {msg.get('load_seconds', 0):.3f}s"
+        )
+        g = next((c for c in sup.cfg.groups if c.name == h.model), None)
+        if g is not None:
+            self.reconcile(g)
+        sup.check_ready()
+
+    def regressed(self, name: str, want: Content, old: Any, new: Any) -> bool:
+        """Would replacing `old` by `new` take a member down (the new worker failed to
+        load a model the old one serves)? Then the roll is abandoned."""
+        if old.handle is None or new.handle is None:
+            return False
+        failed = {r.get("model") for r in new.handle.link.info.get("models", []) if not r.get("ok")}
+        lost = sorted(str(m) for m in failed if any(v.model == m for v in old.handle.link.serves))
+        if not lost:
+            return False
+        log(
+            f"roll of group {name} abandoned: the new worker failed to load {lost}, "
+            "which the old one serves; kept (retried on a change or reload)"
+        )
+        self.failed_content[name] = want
+        return True
+
+    async def release_versions(self, h: WorkerHandle) -> None:
+        """Before a group's worker drains: a version only it serves is unloaded (its
+        queue answered first) if nothing wants it any more, or else kept until another
+        worker serves it (a model moved to its own workers)."""
+        from .reconcile import valid_versions
+
+        sup = self.sup
+        limit = time.monotonic() + sup.cfg.server.worker_start_timeout_seconds
+        for v in alone(h.link):
+            m = next((c for c in sup.cfg.models if c.name == v.model), None)
+            wanted = m is not None and v.number in m.version_policy.select(
+                valid_versions(m.base_path)
+            )
+            if not wanted:
+                await sup.reconciler.unload_version(v.model, v.number)
+                continue
+            while not any(ln.serving for ln in v.links if ln is not h.link):
+                if time.monotonic() > limit or sup.stopping:
+                    break
+                await asyncio.sleep(0.01)

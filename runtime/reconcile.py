@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ringserve.frontend import registry as R
 
 from .config import ModelConfig, list_versions
+from .grouped import Content
 from .placement import Placement, place
 from .settings import model_settings
 from .slots import UNAVAILABLE, Slot, kill, log
@@ -35,11 +36,43 @@ class Reconciler:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
 
+    def reconcile_all(self) -> None:
+        """Every model with its own workers, then every group (grouped.py)."""
+        sup = self.sup
+        for m in sup.cfg.models:
+            if sup.cfg.group_of(m.name) is None:
+                self.reconcile(m)
+        for g in sup.cfg.groups:
+            sup.groups.reconcile(g)
+
     def reconcile(self, m: ModelConfig) -> None:
         """Bring one model's versions and workers to what its config and folder want."""
         sup = self.sup
         if sup.stopping:
             return
+        wanted = self.wanted_versions(m)
+        model = sup.fe.registry.models[m.name]
+        for number in wanted:
+            self.fit_workers(m, number)
+        # An unwanted version goes only once every wanted one serves with its full
+        # count of workers (or min_available_during_swap): a new version that fails
+        # to load must not take an old one down with it, and a swap must not leave
+        # one worker carrying what `count` workers carried.
+        need = m.swap_threshold
+        all_serving = all(
+            n in model.versions
+            and model.versions[n].state == R.AVAILABLE
+            and len(model.versions[n].serving_links()) >= need
+            for n in wanted
+        )
+        for number, v in list(model.versions.items()):
+            if number not in wanted and v.state != R.UNLOADING and all_serving:
+                sup.task(self.unload_version(m.name, number))
+
+    def wanted_versions(self, m: ModelConfig) -> list[int]:
+        """The versions the model's policy selects on disk; registers the model and its
+        wanted versions (LOADING) with the frontend, noting what cannot be loaded."""
+        sup = self.sup
         model = sup.fe.registry.set_model(model_settings(m))
         valid = valid_versions(m.base_path)
         wanted = m.version_policy.select(valid)
@@ -63,23 +96,9 @@ class Reconciler:
                     log(f"model {m.name}: loading version {number}")
                 v = sup.fe.registry.version_state(m.name, number)
                 v.state = R.LOADING
-            self.fit_workers(m, number)
-        # An unwanted version goes only once every wanted one serves with its full
-        # count of workers (or min_available_during_swap): a new version that fails
-        # to load must not take an old one down with it, and a swap must not leave
-        # one worker carrying what `count` workers carried.
-        need = m.swap_threshold
-        all_serving = all(
-            n in model.versions
-            and model.versions[n].state == R.AVAILABLE
-            and len(model.versions[n].serving_links()) >= need
-            for n in wanted
-        )
-        for number, v in list(model.versions.items()):
-            if number not in wanted and v.state != R.UNLOADING and all_serving:
-                sup.task(self.unload_version(m.name, number))
+        return wanted
 
-    def fit_workers(self, m: ModelConfig, version: int) -> None:
+    def fit_workers(self, m: ModelConfig, version: int, content: Content | None = None) -> None:
         """Start missing workers; roll those whose placement changed, one at a time.
 
         A slot being replaced stays wanted (it serves) until its successor is ready;
@@ -87,46 +106,70 @@ class Reconciler:
         """
         sup = self.sup
         want = [place(m.instances, i) for i in range(m.instances.count)]
-        have = [s for s in sup.slots if s.name == m.name and s.version == version and s.wanted]
+        have = [
+            s
+            for s in sup.slots
+            if s.name == m.name
+            and s.version == version
+            and s.wanted
+            and (s.content is None) == (content is None)
+        ]
         for s in have:
             s.model = m
         to_roll: list[tuple[Slot, Placement]] = []
         for p in want:
             same = [s for s in have if s.placement.index == p.index]
-            if any(s.placement == p for s in same):
+            # A group's worker is also replaced when what it holds changed.
+            if any(s.placement == p and s.content == content for s in same):
                 continue  # in place, or its replacement is already starting
             old = [s for s in same if not s.replacing]
             if old:
                 old[0].replacing = True
                 to_roll.append((old[0], p))
             elif not same:
-                self.add_slot(m, version, p)
+                self.add_slot(m, version, p, content)
         for s in have:
             if s.placement.index >= len(want) and not s.replacing:
                 s.replacing = True
                 sup.task(self.retire(s))
         if to_roll:
-            sup.task(self.roll(m, version, to_roll))
+            sup.task(self.roll(m, version, to_roll, content))
 
-    def add_slot(self, m: ModelConfig, version: int, p: Placement) -> Slot:
-        slot = Slot(m, version, p)
+    def add_slot(
+        self, m: ModelConfig, version: int, p: Placement, content: Content | None = None
+    ) -> Slot:
+        slot = Slot(m, version, p, content=content)
         self.sup.slots.append(slot)
         self.sup.spawner.spawn(slot)
         return slot
 
-    async def roll(self, m: ModelConfig, version: int, pairs: list[tuple[Slot, Placement]]):
+    async def roll(
+        self,
+        m: ModelConfig,
+        version: int,
+        pairs: list[tuple[Slot, Placement]],
+        content: Content | None = None,
+    ) -> None:
         """Replace workers one by one: the new one serves before the old one stops."""
         sup = self.sup
         for i, (old, p) in enumerate(pairs):
             if sup.stopping or not old.wanted:
                 continue
-            log(f"rolling {m.name}/{version}/w{p.index}: {old.placement} -> {p}")
-            new = self.add_slot(m, version, p)
+            if old.placement != p:
+                log(f"rolling {m.name}/{version}/w{p.index}: {old.placement} -> {p}")
+            else:
+                log(f"rolling {m.name}/w{p.index}: the group's models or versions changed")
+            new = self.add_slot(m, version, p, content)
             try:
                 limit = sup.cfg.server.worker_start_timeout_seconds
                 await asyncio.wait_for(new.ready.wait(), limit)
             except TimeoutError:
                 log(f"roll of {m.name}/{version}/w{p.index} abandoned: new worker not ready")
+                await self.retire(new)
+                for o, _ in pairs[i:]:
+                    o.replacing = False
+                return
+            if content is not None and sup.groups.regressed(m.name, content, old, new):
                 await self.retire(new)
                 for o, _ in pairs[i:]:
                     o.replacing = False
@@ -144,11 +187,15 @@ class Reconciler:
         v.state = R.UNLOADING
         log(f"model {model}: unloading version {number}")
         deadline = time.monotonic() + sup.cfg.server.grace_seconds
-        while (sup.fe.dispatcher.queued(v) or any(ln.inflight for ln in v.links)) and (
+        while (sup.fe.dispatcher.queued(v) or sup.fe.dispatcher.inflight(v)) and (
             time.monotonic() < deadline
         ):
             await asyncio.sleep(0.005)
-        slots = [s for s in sup.slots if s.name == model and s.version == number]
+        # A model's own workers; a group's workers hold other models too and go with
+        # the group's roll.
+        slots = [
+            s for s in sup.slots if s.name == model and s.version == number and s.content is None
+        ]
         await asyncio.gather(*(self.retire(s) for s in slots))
         sup.fe.dispatcher.fail_queue(v, UNAVAILABLE, f"model {model!r} version {number} unloaded")
         if m.versions.get(number) is v and v.state == R.UNLOADING:
@@ -158,6 +205,9 @@ class Reconciler:
     async def retire(self, slot: Slot) -> None:
         """Stop one worker after what it holds is answered (bounded by the grace period)."""
         sup = self.sup
+        h = slot.handle
+        if h is not None and slot.content is not None and h.state == "ready":
+            await sup.groups.release_versions(h)
         slot.wanted = False
         if slot.retry is not None:
             slot.retry.cancel()
@@ -189,7 +239,6 @@ class Reconciler:
             await asyncio.sleep(interval if interval > 0 else 1.0)
             if interval <= 0:
                 continue
-            for m in sup.cfg.models:
-                if sup.stopping:
-                    return
-                self.reconcile(m)
+            if sup.stopping:
+                return
+            self.reconcile_all()

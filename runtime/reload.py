@@ -74,14 +74,20 @@ class Reloader:
             ),
             models=new.models,
             path=new.path,
+            groups=new.groups,
         )
         sup.fe.apply_settings(frontend_settings(sup.cfg))
+        sup.groups.failed_content.clear()  # a reload asks abandoned rolls again
         new_names = {m.name for m in new.models}
         for m in old.models:
             if m.name not in new_names:
                 sup.task(self.remove_model(m.name))
-        for m in new.models:
-            sup.reconciler.reconcile(m)
+        new_groups = {g.name for g in new.groups}
+        for s in sup.slots:
+            if s.content is not None and s.name not in new_groups and s.wanted:
+                s.replacing = True
+                sup.task(sup.reconciler.retire(s))
+        sup.reconciler.reconcile_all()
         log(f"reloaded {sup.config_path}: models {sorted(new_names)}")
 
     async def remove_model(self, name: str) -> None:
@@ -93,7 +99,7 @@ class Reloader:
         log(f"model {name}: removed from the config; draining")
         rec = sup.reconciler
         await asyncio.gather(*(rec.unload_version(name, n) for n in list(m.versions)))
-        for s in [s for s in sup.slots if s.name == name]:
+        for s in [s for s in sup.slots if s.name == name and s.content is None]:
             await rec.retire(s)
         if not any(c.name == name for c in sup.cfg.models):
             reg.drop_model(name)

@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import ModelConfig
 from .placement import Placement
@@ -47,6 +48,8 @@ class Slot:
     last_error: str = ""
     started: float = field(default_factory=time.monotonic)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # A group's worker: every (model, version, path) it loads; None for a model's own.
+    content: tuple[tuple[str, int, Path], ...] | None = None
 
     @property
     def name(self) -> str:

@@ -35,6 +35,7 @@ class Spawner:
         if sup.stopping or not slot.wanted:
             return
         self.generation += 1
+        group = list(slot.content) if slot.content is not None else None
         try:
             h = spawn(
                 instance=sup.cfg.server.name,
@@ -46,6 +47,7 @@ class Spawner:
                 max_spin_us=sup.cfg.server.max_spin_us,
                 generation=self.generation,
                 on_response=fe.dispatcher.on_response,
+                group=group,
             )
         except OSError as exc:
             log(f"cannot start a worker for {slot.name}/{slot.version}: {exc}")
@@ -54,7 +56,8 @@ class Spawner:
         slot.handle = h
         slot.started = time.monotonic()
         slot.ready.clear()
-        fe.registry.version_state(h.model, h.version).links.append(h.link)
+        if group is None:  # a group's worker joins its versions once it says which loaded
+            fe.registry.version_state(h.model, h.version).links.append(h.link)
         fe.dispatcher.add_link(h.link)
         reader = control.Reader()
         fe.loop.add_reader(h.ctl_fd, self.on_control, slot, h, reader)
@@ -85,6 +88,9 @@ class Spawner:
         h.link.info = msg
         slot.ready_once = True
         slot.ready.set()
+        if slot.content is not None:
+            sup.groups.worker_ready(h, msg)
+            return
         v = fe.registry.version_state(h.model, h.version)
         if not v.signatures:
             v.signatures = msg.get("signatures", {})
@@ -104,7 +110,11 @@ class Spawner:
         # A newer version serving can retire older ones the policy no longer wants.
         m = next((c for c in sup.cfg.models if c.name == h.model), None)
         if m is not None:
-            sup.reconciler.reconcile(m)
+            g = sup.cfg.group_of(m.name)
+            if g is None:
+                sup.reconciler.reconcile(m)
+            else:  # its own workers, until the group it moved into serves it
+                sup.groups.reconcile(g)
         sup.check_ready()
 
     def on_exit(self, slot: Slot, h: WorkerHandle) -> None:
@@ -133,15 +143,19 @@ class Spawner:
             log(f"worker {h.label} stopped (code {code})")
             return
         log(f"worker {h.label} died: {reason}")
-        m = fe.registry.models.get(h.model)
-        v = m.versions.get(h.version) if m is not None else None
-        if v is not None and not v.serving_links():
+        # Every model version it held (a group's worker held several).
+        held = [(n, k) for n, k, _ in slot.content or [(h.model, h.version, None)]]
+        for name, number in held:
+            m = fe.registry.models.get(name)
+            v = m.versions.get(number) if m is not None else None
+            if v is None or v.serving_links():
+                continue
             if code == WORKER_LOAD_FAILED or not slot.ready_once or slot.failures >= 2:
                 if v.state != R.UNLOADING:
                     v.state = R.UNAVAILABLE_STATE
                 v.message = reason
             fe.dispatcher.fail_queue(
-                v, UNAVAILABLE, f"model {h.model!r} version {h.version}: no live worker ({reason})"
+                v, UNAVAILABLE, f"model {name!r} version {number}: no live worker ({reason})"
             )
         self.schedule_retry(slot, reason)
         slot.last_error = ""

@@ -28,6 +28,7 @@ from ringserve.ipc import machine, shm
 
 from . import systemd
 from .config import Config
+from .grouped import Groups
 from .monitor import Monitor
 from .reconcile import Reconciler
 from .reload import Reloader
@@ -68,6 +69,7 @@ class Supervisor:
         self.stopper = Stopper(self)
         self.monitor = Monitor(self)
         self.reloader = Reloader(self)
+        self.groups = Groups(self)
 
     @property
     def fe(self) -> Frontend:
@@ -105,8 +107,7 @@ class Supervisor:
         for note in self.cfg.notes:
             log(note)
         systemd.notify("STATUS=loading models")
-        for m in self.cfg.models:
-            self.reconciler.reconcile(m)
+        self.reconciler.reconcile_all()
         self.check_ready()
         self.task(self.monitor.hung_workers())
         self.task(self.reconciler.poll_versions())
