@@ -25,13 +25,18 @@ The server's `stats` op is read before and after every point: the batches formed
 mean size (rows, from the `batch_sizes` histogram) and the padding rows, so a batcher
 that silently does nothing shows a mean of 1.0.
 
-Targets (the issue's), computed per round and the median taken, each PASS or FAIL:
+Targets (issues 7 and 16), computed per round and the median taken, each PASS or FAIL:
   (a) at concurrency 32, req/s with batching >= 5x the unbatched server;
-  (b) at concurrency 32, req/s with batching >= 50% of the in-process batch-32 rows/s;
+  (b) at concurrency 32, req/s with batching >= 0.8 of the in-process batch-32 rows/s;
+  (b') the same for each --shapes point (default 4 connections x 8 in flight);
   (c) at concurrency 1, p50 with batching minus p50 without <= batch_timeout_us.
+Each closed-loop row also shows the frontend's CPU time per request (its process's
+CPU seconds over the requests it answered during the point, spinning included), the
+figure issue 16 asks to halve.
 
 Requests: closed loops pipeline all requests in flight on one Unix-socket connection
-(--connections N: N connections; bare --connections: one per request in flight); open
+(--connections N: N connections; bare --connections: one per request in flight);
+--shapes adds closed-loop points of N connections x K requests in flight on each; open
 loops send on --open-connections connections (default 1).
 
     python perf/bench_batching.py
@@ -59,7 +64,7 @@ from ringserve import bench as LG
 RESULTS_KEY = "bench_batching"
 CONFIGS = ("off", "on")
 TARGET_SPEEDUP = 5.0  # (a)
-TARGET_FLOOR_FRACTION = 0.5  # (b)
+TARGET_FLOOR_FRACTION = 0.8  # (b), issue 16 (issue 7 asked 0.5)
 TARGET_CONC = 32  # (a) and (b)
 LATENCY_CONC = 1  # (c)
 
@@ -67,6 +72,7 @@ LATENCY_CONC = 1  # (c)
 @dataclass
 class Plan:
     concurrency: list[int]
+    shapes: list[tuple[int, int]]  # extra closed-loop points: (connections, in flight each)
     fractions: list[float]  # open loop: of the closed-loop maximum
     connections: int  # closed loop; 0: one per request in flight
     open_connections: int
@@ -99,7 +105,7 @@ def batching_lines(p: Plan) -> list[str]:
 
 
 def estimate_s(p: Plan, start_s: float = 5.0) -> float:
-    closed = len(p.concurrency) * (p.warmup + p.duration + 0.3)
+    closed = (len(p.concurrency) + len(p.shapes)) * (p.warmup + p.duration + 0.3)
     opened = len(p.fractions) * (p.warmup + p.duration + 0.5)
     return 30.0 + 2 * start_s + p.repeat * (2.0 + 2 * (closed + opened))
 
@@ -115,6 +121,7 @@ def point(
     p: Plan,
     *,
     conc: int | None = None,
+    conns: int | None = None,
     rate: float | None = None,
     fraction: float | None = None,
 ) -> dict[str, Any]:
@@ -127,7 +134,7 @@ def point(
                 target,
                 tpl,
                 concurrency=conc,
-                connections=p.connections or conc,
+                connections=conns or p.connections or conc,
                 duration_s=p.duration,
                 warmup_s=p.warmup,
             )
@@ -143,18 +150,39 @@ def point(
                 max_inflight=p.max_inflight,
             )
     row = {**r.row(), **watch.figures(), "config": cfg, "round": rnd, "fraction": fraction}
-    what = f"c={conc}" if rate is None else f"{100 * (fraction or 0):.0f}% = {rate:.0f}/s"
+    row["shape"] = shape_of(row["concurrency"], conns) if rate is None else None
+    served_n = row["server_requests"]
+    row["frontend_us_per_req"] = (
+        row["frontend_cpu_pct"] / 100 * row["wall_s"] * 1e6 / served_n if served_n else float("nan")
+    )
+    what = f"c={row['shape']}" if rate is None else f"{100 * (fraction or 0):.0f}% = {rate:.0f}/s"
     sys.stderr.write(
         f"  round {rnd} batching {cfg} {r.mode} {what}: {r.rps:.0f} req/s, p50 "
-        f"{r.p50_us:.0f} us, p99 {r.p99_us:.0f} us, mean batch {B.fmt(row['mean_batch'], 2)}"
+        f"{r.p50_us:.0f} us, p99 {r.p99_us:.0f} us, mean batch {B.fmt(row['mean_batch'], 2)}, "
+        f"frontend {B.fmt(row['frontend_us_per_req'])} CPU us/req"
         f"{'' if not r.errors and not r.lost else f', errors {r.errors}, lost {r.lost}'}\n"
     )
     return row
 
 
+def shape_of(conc: int, conns: int | None) -> str:
+    """`32`, or `32 (4x8)` for 4 connections with 8 requests in flight on each."""
+    return str(conc) if not conns else f"{conc} ({conns}x{conc // conns})"
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        if item.strip():
+            n, _, k = item.strip().partition("x")
+            out.append((int(n), int(k)))
+    return out
+
+
 def plan_of(args: argparse.Namespace) -> Plan:
     return Plan(
         concurrency=[int(c) for c in args.concurrency.split(",") if c.strip()],
+        shapes=parse_shapes(args.shapes),
         fractions=[float(f) / 100 for f in args.fractions.split(",") if f.strip()],
         connections=args.connections,
         open_connections=args.open_connections,
@@ -215,6 +243,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for cfg in order:
                         for c in p.concurrency:
                             rows.append(point(served[cfg], tpl, cfg, rnd, p, conc=c))
+                        for n, k in p.shapes:
+                            rows.append(point(served[cfg], tpl, cfg, rnd, p, conc=n * k, conns=n))
                     for cfg in order:
                         top = max(
                             (
@@ -278,15 +308,17 @@ def pooled_batches(rs: list[dict[str, Any]]) -> tuple[float, int, int]:
 
 
 def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
-    """Medians over rounds per (config, concurrency) or (config, fraction)."""
-    keyname = "concurrency" if mode == "closed" else "fraction"
+    """Medians over rounds per (config, shape) or (config, fraction)."""
+    keyname = "shape" if mode == "closed" else "fraction"
     runs = [r for r in res["runs"] if r["mode"] == mode]
     keys: list[tuple[str, Any]] = []
+    order: dict[Any, Any] = {}
     for r in runs:
         k = (r["config"], r[keyname])
         if k not in keys:
             keys.append(k)
-    keys.sort(key=lambda k: (CONFIGS.index(k[0]), k[1]))
+            order[k] = (r["concurrency"], r[keyname]) if mode == "closed" else r[keyname]
+    keys.sort(key=lambda k: (CONFIGS.index(k[0]), order[k]))
     out = []
     for cfg, key in keys:
         rs = [r for r in runs if (r["config"], r[keyname]) == (cfg, key)]
@@ -299,6 +331,8 @@ def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
             {
                 "config": cfg,
                 keyname: key,
+                "concurrency": rs[0]["concurrency"],
+                "frontend_us_per_req": med.get("frontend_us_per_req"),
                 "offered_rate": med.get("offered_rate"),
                 "rps": med["rps"],
                 "p50_us": med["p50_us"],
@@ -325,21 +359,28 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     p = res["plan"]
     closed = [r for r in res["runs"] if r["mode"] == "closed"]
 
-    def at(cfg: str, c: int, rnd: int) -> dict[str, Any] | None:
+    def at(cfg: str, shape: str, rnd: int) -> dict[str, Any] | None:
         return next(
-            (r for r in closed if (r["config"], r["concurrency"], r["round"]) == (cfg, c, rnd)),
+            (r for r in closed if (r["config"], r.get("shape"), r["round"]) == (cfg, shape, rnd)),
             None,
         )
 
     rounds = sorted({r["round"] for r in closed})
+    shapes = [shape_of(n * k, n) for n, k in p.get("shapes", [])]
     a, b, c = [], [], []
+    b2: dict[str, list[float]] = {sh: [] for sh in shapes}
     for rnd in rounds:
-        on, off = at("on", TARGET_CONC, rnd), at("off", TARGET_CONC, rnd)
+        on, off = at("on", str(TARGET_CONC), rnd), at("off", str(TARGET_CONC), rnd)
         if on and off and off["rps"] > 0:
             a.append(on["rps"] / off["rps"])
+        floor32 = floor_rows_per_s(res["floor"], p["max_batch_size"], rnd)
         if on:
-            b.append(on["rps"] / floor_rows_per_s(res["floor"], p["max_batch_size"], rnd))
-        on1, off1 = at("on", LATENCY_CONC, rnd), at("off", LATENCY_CONC, rnd)
+            b.append(on["rps"] / floor32)
+        for sh in shapes:
+            on_sh = at("on", sh, rnd)
+            if on_sh:
+                b2[sh].append(on_sh["rps"] / floor32)
+        on1, off1 = at("on", str(LATENCY_CONC), rnd), at("off", str(LATENCY_CONC), rnd)
         if on1 and off1:
             c.append(on1["p50_us"] - off1["p50_us"])
     mbs, tmo = p["max_batch_size"], p["batch_timeout_us"]
@@ -360,6 +401,17 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": B.median(b) >= TARGET_FLOOR_FRACTION if b else None,
             "unit": "",
         },
+        *(
+            {
+                "id": "b'",
+                "what": f"c={sh}: req/s batching on / in-process batch-{mbs} rows/s",
+                "value": B.median(xs),
+                "target": f">= {TARGET_FLOOR_FRACTION:.2f}",
+                "pass": B.median(xs) >= TARGET_FLOOR_FRACTION if xs else None,
+                "unit": "",
+            }
+            for sh, xs in b2.items()
+        ),
         {
             "id": "c",
             "what": f"c={LATENCY_CONC}: p50 batching on - p50 batching off",
@@ -378,18 +430,18 @@ def batcher_check(closed: list[dict[str, Any]]) -> list[str]:
     for s in closed:
         if s["config"] == "on" and s["concurrency"] >= 8 and not s["batches"]:
             out.append(
-                f"WARNING: batching on, c={s['concurrency']}: no batches formed "
+                f"WARNING: batching on, c={s['shape']}: no batches formed "
                 f"({s['errors']} error replies, {B.fmt(s['rps'], 0)} req/s)"
             )
         elif s["config"] == "on" and s["concurrency"] >= 8 and not s["mean_batch"] > 1.05:
             out.append(
-                f"WARNING: batching on, c={s['concurrency']}: mean batch "
+                f"WARNING: batching on, c={s['shape']}: mean batch "
                 f"{B.fmt(s['mean_batch'], 2)} rows over {s['batches']} batches: the batcher "
                 "is not gathering requests"
             )
         if s["config"] == "off" and s["batches"]:
             out.append(
-                f"WARNING: batching off, c={s['concurrency']}: the server still formed "
+                f"WARNING: batching off, c={s['shape']}: the server still formed "
                 f"{s['batches']} batches"
             )
     return out
@@ -400,7 +452,7 @@ def crash_check(runs: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in runs:
         if r.get("workers_replaced"):
-            what = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['fraction']:.0%}"
+            what = f"c={r['shape']}" if r["mode"] == "closed" else f"{r['fraction']:.0%}"
             out.append(
                 f"WARNING: batching {r['config']}, round {r['round']}, {r['mode']} {what}: "
                 f"{r['workers_replaced']} worker(s) replaced during the point (crash or hang; "
@@ -465,13 +517,14 @@ def render(res: dict[str, Any]) -> str:
                 "worker busy %",
                 "frontend cpu %",
                 "worker cpu %",
+                "frontend CPU us/req",
                 "errors",
                 "lost",
             ],
             [
                 [
                     s["config"],
-                    s["concurrency"],
+                    s["shape"],
                     B.fmt(s["rps"], 0),
                     B.fmt(s["p50_us"]),
                     B.fmt(s["p99_us"]),
@@ -483,6 +536,7 @@ def render(res: dict[str, Any]) -> str:
                     B.fmt(s["worker_busy_pct"], 0),
                     B.fmt(s["frontend_cpu_pct"], 0),
                     B.fmt(s["workers_cpu_pct"], 0),
+                    B.fmt(s["frontend_us_per_req"]),
                     s["errors"],
                     s["lost"],
                 ]
@@ -580,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
         "targets as PASS/FAIL.",
     )
     p.add_argument("--concurrency", default="1,8,32,64", help="closed loop (default 1,8,32,64)")
+    p.add_argument(
+        "--shapes",
+        default="4x8",
+        help="more closed-loop points, NxK: N connections with K requests in flight on each "
+        "(default 4x8; empty: none)",
+    )
     p.add_argument(
         "--fractions",
         default="25,50,75,90,100,120",

@@ -99,5 +99,6 @@ class ServerWatch:
                 u.get("cpu_pct_sched", 0.0) for p, u in use.items() if p != front
             ),
             "workers_replaced": len(b0.keys() - b1.keys()),
+            "wall_s": wall,
             **batch_delta(self.s0, self.s1, self.model),
         }
