@@ -1,7 +1,7 @@
 """How long a worker takes for a record of n rows, learned from what it reports.
 
 The batcher sends a worker its next batch just before the running one is expected to
-finish (see Dispatcher._pump), so the worker never idles and the next batch holds
+finish (frontend/batcher.py), so the worker never idles and the next batch holds
 everything that arrived meanwhile. That needs a service-time estimate: a line
 a + b * rows, fitted by least squares over exponentially decayed sums of the worker's
 own per-record busy times (the record head's `busy` field), so it follows a model

@@ -1,0 +1,74 @@
+"""A request between its validation and its reply, and the ring record that carries
+one request or a batch of them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol
+
+from .regions import Region, Regions
+from .registry import VersionState
+
+
+class Replier(Protocol):
+    regions: Regions | None
+
+    def reply(self, msg: dict[str, Any], large: bool = False) -> None: ...
+    def request_done(self) -> None: ...
+
+
+class Pending:
+    """One client request, from validation to its reply."""
+
+    __slots__ = (
+        "cid",
+        "conn",
+        "deadline",
+        "done",
+        "key",
+        "model",
+        "output_shm",
+        "retried",
+        "rows",
+        "running",
+        "sig",
+        "t0",
+        "tensors",
+        "timer",
+        "version",
+        "wanted",
+    )
+
+    def __init__(self, conn: Replier, cid: int, model: str, version: VersionState) -> None:
+        self.conn = conn
+        self.cid = cid
+        self.model = model
+        self.version = version
+        self.sig = "serving_default"
+        self.tensors: list[Any] = []
+        self.wanted: list[str] | None = None
+        self.output_shm: dict[str, tuple[Region, int, int]] = {}
+        self.rows: int | None = None  # batch dimension shared by every input, if any
+        self.key: tuple[Any, ...] = ()  # what must match to share a batch
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.t0 = time.perf_counter()
+        self.running = False
+        self.retried = False
+        self.done = False
+
+
+class Job:
+    """What one ring record carries: one request, or a batch of them."""
+
+    __slots__ = ("batched", "pad", "parts", "rows", "version")
+
+    def __init__(
+        self, version: int, parts: list[tuple[Pending, int, int]], batched: bool, pad: int = 0
+    ) -> None:
+        self.version = version
+        self.parts = parts  # (request, first row, rows)
+        self.batched = batched
+        self.pad = pad  # zero rows appended to reach an allowed batch size
+        self.rows = sum(r for _, _, r in parts) + pad
