@@ -97,3 +97,69 @@ def test_owned_bodies_are_viewed_and_kept_alive() -> None:
     del req, data
     m.resize(len(raw))
     m.close()
+
+
+# ---- frontend/checks.py TypedInputChecks: the same checks, remembered per layout -------
+
+
+def typed(msg: dict[str, Any]) -> Any:
+    req = decode_infer(body(msg), owned=False)
+    assert req is not None
+    return req.inputs
+
+
+SPEC = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+
+
+def test_typed_checks_remember_a_layout_and_still_check_every_length() -> None:
+    from ringserve.frontend.checks import TypedInputChecks, check_inputs
+    from ringserve.ipc.errors import ProtocolError
+
+    tc = TypedInputChecks()
+    for _ in range(2):  # the first checks and remembers, the second hits
+        (name, dtype, shape, data), *_ = tc.check(typed(GOOD), SPEC, 32)
+        assert (name, dtype, shape, bytes(data)) == ("x", "float32", [1, 2], b"\x00" * 8)
+    short = {**GOOD, "inputs": {"x": {**X, "data": b"\x00" * 7}}}
+    with pytest.raises(ProtocolError) as typed_err:
+        tc.check(typed(short), SPEC, 32)
+    with pytest.raises(ProtocolError) as general_err:
+        check_inputs(short["inputs"], SPEC, None, 32)
+    assert typed_err.value.message == general_err.value.message
+    assert "inputs.x.data" in typed_err.value.message
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"x": {**X, "dtype": "int32"}},
+        {"x": {**X, "shape": [1, 3], "data": b"\x00" * 12}},
+        {"x": {**X, "dtype": "string"}},
+        {"y": X},
+        {"x": X, "y": X},
+    ],
+)
+def test_typed_checks_fail_as_the_general_checks(inputs: dict[str, Any]) -> None:
+    from ringserve.frontend.checks import TypedInputChecks, check_inputs
+    from ringserve.ipc.errors import ProtocolError
+
+    tc = TypedInputChecks()
+    tc.check(typed(GOOD), SPEC, 32)
+    with pytest.raises(ProtocolError) as typed_err:
+        tc.check(typed({**GOOD, "inputs": inputs}), SPEC, 32)
+    with pytest.raises(ProtocolError) as general_err:
+        check_inputs(inputs, SPEC, None, 32)
+    assert (typed_err.value.code, typed_err.value.message) == (
+        general_err.value.code,
+        general_err.value.message,
+    )
+
+
+def test_typed_checks_follow_a_new_signature_spec() -> None:
+    from ringserve.frontend.checks import TypedInputChecks
+    from ringserve.ipc.errors import ProtocolError
+
+    tc = TypedInputChecks()
+    tc.check(typed(GOOD), SPEC, 32)
+    reloaded = {"x": {"dtype": "float32", "shape": [-1, 3]}}  # the model changed
+    with pytest.raises(ProtocolError, match=r"inputs\.x\.shape"):
+        tc.check(typed(GOOD), reloaded, 32)
