@@ -63,6 +63,8 @@ from ringserve import bench as LG
 
 RESULTS_KEY = "bench_batching"
 CONFIGS = ("off", "on")
+# --compare-python: the same two configurations served by another interpreter too.
+BASE = "@base"
 TARGET_SPEEDUP = 5.0  # (a)
 TARGET_FLOOR_FRACTION = 0.8  # (b), issue 16 (issue 7 asked 0.5)
 TARGET_CONC = 32  # (a) and (b)
@@ -207,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "on": E.ServerKnobs(**{**base.__dict__, "model_lines": batching_lines(p)}),
     }
     pin = B.pin_plan("none")
+    configs = [*CONFIGS, *([c + BASE for c in CONFIGS] if args.compare_python else [])]
     info = B.machine_info()
     batches = sorted({1, p.max_batch_size})
     sys.stderr.write(f"bench_batching: expect roughly {estimate_s(p) / 60:.0f} min\n")
@@ -224,10 +227,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ) as child:
             served: dict[str, E.Served] = {}
             try:
-                for cfg in CONFIGS:
+                for cfg in configs:
                     d = logs / f"server-{cfg}"
                     d.mkdir(parents=True, exist_ok=True)
-                    served[cfg] = E.Served({"demo": paths["demo"]}, knobs[cfg], pin, str(d))
+                    python = args.compare_python if cfg.endswith(BASE) else None
+                    served[cfg] = E.Served(
+                        {"demo": paths["demo"]}, knobs[cfg.removesuffix(BASE)], pin, str(d), python
+                    )
                     served[cfg].start()
                     servers[cfg] = {
                         "ready_s": served[cfg].ready_s,
@@ -239,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for f in E.floor_reps(child, ["demo"], inputs, batches, p.floor_calls):
                         f["round"] = rnd
                         floor.append(f)
-                    order = CONFIGS if rnd % 2 == 0 else CONFIGS[::-1]
+                    order = configs if rnd % 2 == 0 else configs[::-1]
                     for cfg in order:
                         for c in p.concurrency:
                             rows.append(point(served[cfg], tpl, cfg, rnd, p, conc=c))
@@ -260,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             rows.append(
                                 point(served[cfg], tpl, cfg, rnd, p, rate=fr * top, fraction=fr)
                             )
-                for cfg in CONFIGS:
+                for cfg in configs:
                     servers[cfg]["stats_after"] = served[cfg].stats()
             finally:
                 for cfg, s in served.items():
@@ -279,6 +285,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loop": LG.loop_name(),
         "plan": p.__dict__,
         "knobs": {k: v.__dict__ for k, v in knobs.items()},
+        "configs": configs,
+        "compare_python": args.compare_python,
         "servers": servers,
         "floor_child": child_info,
         "floor": floor,
@@ -318,7 +326,8 @@ def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
         if k not in keys:
             keys.append(k)
             order[k] = (r["concurrency"], r[keyname]) if mode == "closed" else r[keyname]
-    keys.sort(key=lambda k: (CONFIGS.index(k[0]), order[k]))
+    configs = res.get("configs", CONFIGS)
+    keys.sort(key=lambda k: (configs.index(k[0]), order[k]))
     out = []
     for cfg, key in keys:
         rs = [r for r in runs if (r["config"], r[keyname]) == (cfg, key)]
@@ -367,7 +376,9 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 
     rounds = sorted({r["round"] for r in closed})
     shapes = [shape_of(n * k, n) for n, k in p.get("shapes", [])]
-    a, b, c = [], [], []
+    a, b, c, d = [], [], [], []
+    e: dict[str, list[float]] = {}
+    b_base: dict[str, list[float]] = {}
     b2: dict[str, list[float]] = {sh: [] for sh in shapes}
     for rnd in rounds:
         on, off = at("on", str(TARGET_CONC), rnd), at("off", str(TARGET_CONC), rnd)
@@ -383,7 +394,53 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         on1, off1 = at("on", str(LATENCY_CONC), rnd), at("off", str(LATENCY_CONC), rnd)
         if on1 and off1:
             c.append(on1["p50_us"] - off1["p50_us"])
+        # Against the same configuration served by --compare-python (before/after).
+        base1 = at("off" + BASE, str(LATENCY_CONC), rnd)
+        if off1 and base1:
+            d.append(off1["p50_us"] / base1["p50_us"])
+        for sh in [str(TARGET_CONC), *shapes]:
+            now, then = at("on", sh, rnd), at("on" + BASE, sh, rnd)
+            if now and then and then["frontend_us_per_req"] > 0:
+                e.setdefault(sh, []).append(
+                    now["frontend_us_per_req"] / then["frontend_us_per_req"]
+                )
+            if then:
+                b_base.setdefault(sh, []).append(then["rps"] / floor32)
     mbs, tmo = p["max_batch_size"], p["batch_timeout_us"]
+    compared = [
+        *(
+            {
+                "id": "base",
+                "what": f"c={sh}, served by --compare-python: req/s batching on / "
+                f"in-process batch-{mbs} rows/s",
+                "value": B.median(xs),
+                "target": "(before, for reference)",
+                "pass": None,
+                "unit": "",
+            }
+            for sh, xs in b_base.items()
+        ),
+        {
+            "id": "d",
+            "what": f"c={LATENCY_CONC}: p50 batching off / the same served by --compare-python",
+            "value": B.median(d),
+            "target": "<= 1.00 (no slower)",
+            "pass": B.median(d) <= 1.0 if d else None,
+            "unit": "",
+        },
+        *(
+            {
+                "id": "e",
+                "what": f"c={sh} batching on: frontend CPU us/req / the same served by "
+                "--compare-python",
+                "value": B.median(xs),
+                "target": "<= 0.50",
+                "pass": B.median(xs) <= 0.5 if xs else None,
+                "unit": "",
+            }
+            for sh, xs in e.items()
+        ),
+    ]
     out = [
         {
             "id": "a",
@@ -421,7 +478,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             "unit": " us",
         },
     ]
-    return out
+    return out + (compared if res.get("compare_python") else [])
 
 
 def batcher_check(closed: list[dict[str, Any]]) -> list[str]:
@@ -480,7 +537,13 @@ def render(res: dict[str, Any]) -> str:
         f"{res['knobs']['off']['inter']}; batching on = {on_cfg}; closed loop on "
         f"{closed_conns}, open loop on {p['open_connections']} connection(s)"
         f"{' (Poisson arrivals)' if p['poisson'] else ''}; {p['duration']} s per point after "
-        f"{p['warmup']} s warm-up; median of {p['repeat']} rounds",
+        f"{p['warmup']} s warm-up; median of {p['repeat']} rounds"
+        + (
+            f"; `@base` = the same configuration served by `{res['compare_python']}` "
+            "(another ringserve, alternating with this one in every round)"
+            if res.get("compare_python")
+            else ""
+        ),
         "",
         f"In-process floor (TF child, intra {fc.get('intra')}, inter {fc.get('inter')}, "
         f"affinity {fc.get('affinity')}); rows/s = batch / p50:",
@@ -594,7 +657,9 @@ def render(res: dict[str, Any]) -> str:
     lines += ["", "Targets (median over rounds of the per-round figure):", ""]
     for t in targets(res):
         verdict = (
-            "n/a (point not measured)" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
+            ("n/a (point not measured)" if t["id"] != "base" else "-")
+            if t["pass"] is None
+            else ("PASS" if t["pass"] else "FAIL")
         )
         nd = 0 if t["unit"] == " us" else 2
         lines.append(
@@ -653,6 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-max-queue", type=int, default=None, help="[models.batching] max_queue")
     B.add_connections_arg(p)
+    p.add_argument(
+        "--compare-python",
+        default=None,
+        metavar="PYTHON",
+        help="also serve both configurations with this interpreter (a venv holding an "
+        "earlier ringserve), alternating with the current one in every round: "
+        "configurations off@base and on@base",
+    )
     p.add_argument("--open-connections", type=int, default=1, help="open loop (default 1)")
     p.add_argument("--poisson", action="store_true", help="open loop: Poisson arrivals")
     p.add_argument("--max-inflight", type=int, default=4096, help="open loop: generator cap (4096)")

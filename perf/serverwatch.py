@@ -1,7 +1,7 @@
 """What the server did during one load point: `stats` deltas and /proc CPU use.
 
     with ServerWatch(served, "demo") as w:
-        r = loadgen.closed_loop(...)
+        r = ringserve.bench.closed_loop(...)
     row.update(w.figures())
 
 Figures (all over the time between the two `stats` reads, warm-up included):
