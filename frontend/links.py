@@ -83,6 +83,13 @@ class WorkerLink:
         self.service = ServiceTime()
         # perf_counter time at which the worker is expected to finish what it holds.
         self.busy_until = 0.0
+        # A group's worker (docs/groups.md): the group's name, and the registry's
+        # version states this worker serves (several models, each its own queue); the
+        # request head then names the model and version. "" and [] for a model's own.
+        self.group = ""
+        self.serves: list[Any] = []
+        # Round-robin position over `serves`: the next queue to offer a free slot to.
+        self.turn = 0
 
     @property
     def serving(self) -> bool:

@@ -62,10 +62,13 @@ class ModelState:
         if version is None:
             v = self.newest_available()
             if v is None:
+                # Why: the model's own note, else the newest version's (a load error).
+                newest_first = sorted(self.versions.items(), reverse=True)
+                why = self.message or next((x.message for _, x in newest_first if x.message), "")
                 raise ProtocolError(
                     UNAVAILABLE,
                     f"model {self.name!r}: no version is AVAILABLE (state {self.state()}"
-                    + (f": {self.message}" if self.message else "")
+                    + (f": {why[:500]}" if why else "")
                     + ")",
                 )
             return v

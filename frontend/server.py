@@ -81,25 +81,29 @@ class Frontend:
         sys.stderr.write(f"ringserve frontend: {text}\n")
 
     # ---- listeners -----------------------------------------------------------------
-    def _raise_fd_limit(self) -> None:
-        """Room for max_connections on both listeners plus the workers' rings and
-        eventfds: past the soft limit accept() fails for everyone, not just one client."""
-        want = 2 * self.settings.max_connections + 256
+    def _raise_fd_limit(self, listeners: int) -> None:
+        """Room for max_connections on each listener (TCP, Unix, HTTP, metrics: each has
+        its own places) plus the workers' rings and eventfds: past the soft limit
+        accept() fails for everyone, not just one client."""
+        want = listeners * self.settings.max_connections + 256
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < want:
             new = want if hard == resource.RLIM_INFINITY else min(want, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
             if new < want:
                 self.log(
-                    f"open-file limit {new} (hard) is below 2 x server.max_connections + 256 "
-                    f"({want}): lower max_connections or raise LimitNOFILE"
+                    f"open-file limit {new} (hard) is below {listeners} listeners x "
+                    f"server.max_connections + 256 ({want}): lower max_connections or raise "
+                    "LimitNOFILE"
                 )
 
     async def start(
         self, tcp_sock: socket.socket | None = None, unix_sock: socket.socket | None = None
     ) -> None:
         s = self.settings
-        self._raise_fd_limit()
+        self._raise_fd_limit(
+            sum(map(bool, (tcp_sock or s.tcp, unix_sock or s.unix, s.http, s.metrics)))
+        )
         if tcp_sock is not None or s.tcp:
             if tcp_sock is None:
                 host, _, port = s.tcp.rpartition(":")

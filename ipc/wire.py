@@ -300,6 +300,12 @@ class FrameDecoder:
 
 
 # A connection's own read buffer: frames up to this size are decoded from views of it.
+# It is an anonymous mapping, not a bytearray: a bytearray of this size comes from the
+# malloc heap once glibc's adaptive mmap threshold has risen past it (the first free of
+# such a buffer raises it), is zero-filled at once, and connections that come and go
+# leave their buffers' holes behind the heap's top, which glibc cannot give back. A
+# mapping costs only the pages a connection's frames touch and is returned whole to the
+# kernel when the connection goes.
 SCRATCH = 256 * 1024
 
 
@@ -319,7 +325,7 @@ class FrameReader:
         # names it in the error.
         self.max_frame_bytes = max_frame_bytes
         self.limit_key = limit_key
-        self._scratch = bytearray(scratch)
+        self._scratch = _new_map(scratch)
         self._sview = memoryview(self._scratch)
         self._start = 0
         self._end = 0
@@ -341,7 +347,7 @@ class FrameReader:
         if self._body is not None:
             return  # only between large bodies; the next call will do
         n = self._end - self._start
-        new = bytearray(max(size, n))
+        new = _new_map(max(size, n))
         new[:n] = self._sview[self._start : self._end]
         self._scratch, self._sview = new, memoryview(new)
         self._start, self._end = 0, n

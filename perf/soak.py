@@ -27,7 +27,14 @@ no request without a reply; no wrong answer (an OK reply whose values differ fro
 TensorFlow's, or an OK reply to an invalid request); valid requests fail only with
 UNAVAILABLE (a worker killed under them); RSS growth after warm-up under 5% (judged on
 runs of 5 minutes or more: warm-up is the first fifth, at most 5 minutes); fds and
-/dev/shm entries back to their starting counts once traffic stops.
+/dev/shm entries back to their starting counts once traffic stops. RSS is recorded with
+its parts: anonymous memory (the frontend's own) and shared memory (the workers' rings,
+which the server maps whole from their creation).
+
+Diagnostics (not part of the acceptance): `--trace-memory DIR` makes the server sample
+its RSS, glibc's malloc counters and gc object counts, and write tracemalloc snapshots
+(perf/memtrace/; `python perf/memtrace/diff.py DIR` shows what grew, by traceback);
+`--server-env MALLOC_ARENA_MAX=2` and the like set the server's environment.
 """
 
 from __future__ import annotations
@@ -447,6 +454,10 @@ def sample(pid: int) -> dict[str, float]:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return {
         "rss_kb": int(fields["VmRSS"].split()[0]),
+        # VmRSS = anonymous + file-backed + shared memory pages mapped in; the rings are
+        # shared memory, counted once the server has touched their pages.
+        "anon_kb": int(fields["RssAnon"].split()[0]),
+        "shmem_kb": int(fields["RssShmem"].split()[0]),
         "threads": int(fields["Threads"].strip()),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "shm": len([e for e in os.listdir("/dev/shm") if "ringserve" in e]),
@@ -482,6 +493,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-seconds", type=float, default=5.0)
     p.add_argument("--valid-clients", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--trace-memory",
+        type=Path,
+        metavar="DIR",
+        help="diagnostics: the server samples RSS, malloc and gc counts and writes "
+        "tracemalloc snapshots into DIR (perf/memtrace/; diff them with diff.py)",
+    )
+    p.add_argument("--trace-seconds", type=float, default=30.0)
+    p.add_argument("--trace-trim", action="store_true", help="malloc_trim(0) after each sample")
+    p.add_argument(
+        "--trace-no-snapshots", action="store_true", help="samples only, tracemalloc off"
+    )
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="diagnostics: an environment variable for the server (e.g. MALLOC_ARENA_MAX=2)",
+    )
     B.add_output_args(p)
     args = p.parse_args(argv)
 
@@ -495,7 +525,18 @@ def main(argv: list[str] | None = None) -> int:
             f"ring_bytes = 4194304\nmax_frame_bytes = {MAX_FRAME}\nmax_regions_per_connection = 4"
             "\nversion_poll_seconds = 0\nheartbeat_timeout_seconds = 30"
         )
-        srv = ServerProcess(config(models, 500), server_toml)
+        env = {}
+        if args.trace_memory:
+            here = str(Path(__file__).resolve().parent / "memtrace")
+            env = {
+                "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])),
+                "RINGSERVE_MEMTRACE_DIR": str(args.trace_memory.resolve()),
+                "RINGSERVE_MEMTRACE_SECONDS": str(args.trace_seconds),
+                "RINGSERVE_MEMTRACE_TRIM": "1" if args.trace_trim else "",
+                "RINGSERVE_MEMTRACE_SNAPSHOTS": "0" if args.trace_no_snapshots else "1",
+            }
+        env.update(kv.split("=", 1) for kv in args.server_env)
+        srv = ServerProcess(config(models, 500), server_toml, env=env)
         srv.start()
         counts = {"linear": 2, "demo": 1}
         try:
@@ -558,9 +599,16 @@ def report(
 ) -> int:
     c = t.c
     warm = min(300.0, seconds / 5)
-    base = [s["rss_kb"] for s in samples if warm <= s["t"] < warm + 60] or [samples[0]["rss_kb"]]
-    last = [s["rss_kb"] for s in samples if s["t"] >= seconds - 60] or [samples[-1]["rss_kb"]]
-    growth = float(np.median(last)) / float(np.median(base)) - 1
+
+    def window(key: str) -> tuple[float, float]:
+        """Median of `key` in the minute after warm-up, and in the last minute."""
+        base = [s[key] for s in samples if warm <= s["t"] < warm + 60] or [samples[0][key]]
+        last = [s[key] for s in samples if s["t"] >= seconds - 60] or [samples[-1][key]]
+        return float(np.median(base)), float(np.median(last))
+
+    rb, re_ = window("rss_kb")
+    growth = re_ / rb - 1
+    ab, ae = window("anon_kb")
     judged = seconds >= 300
     rows = [
         ("requests without a reply", c["no_reply"], "0", c["no_reply"] == 0 and not stuck),
@@ -573,10 +621,15 @@ def report(
         ),
         (
             "RSS growth after warm-up",
-            f"{growth * 100:+.1f}% ({np.median(base) / 1024:.0f} -> "
-            f"{np.median(last) / 1024:.0f} MiB)",
+            f"{growth * 100:+.1f}% ({rb / 1024:.1f} -> {re_ / 1024:.1f} MiB)",
             "< 5%" if judged else "< 5% (not judged: run < 5 min)",
             growth < 0.05 or not judged,
+        ),
+        (
+            "of which anonymous memory (RssAnon), after warm-up",
+            f"{(ae / ab - 1) * 100:+.1f}% ({ab / 1024:.1f} -> {ae / 1024:.1f} MiB)",
+            "(recorded)",
+            True,
         ),
         (
             "open fds, start -> end",
@@ -619,6 +672,7 @@ def report(
             ),
         ]
     )
+    body += "\n\n" + windows(samples, seconds)
     if stuck:
         body += f"\n\nthreads still running at the end: {stuck}"
     if t.notes:
@@ -637,6 +691,38 @@ def report(
         },
     )
     return B.publish(args, "soak", "Soak (perf/soak.py)", body, not ok)
+
+
+def windows(samples: list[dict], seconds: float) -> str:
+    """The server's memory per window of the run: min / median / max, MiB."""
+    span = 300.0 if seconds >= 1200 else max(60.0, seconds / 5)
+    rows = []
+    lo = 0.0
+    while lo < seconds:
+        w = [s for s in samples if lo <= s["t"] < lo + span]
+        lo += span
+        if not w:
+            continue
+
+        def mmm(key: str, w: list[dict] = w) -> str:
+            v = [s[key] / 1024 for s in w]
+            return f"{min(v):.1f} / {float(np.median(v)):.1f} / {max(v):.1f}"
+
+        fds = [s["fds"] for s in w]
+        rows.append(
+            (
+                f"{(lo - span) / 60:g}-{lo / 60:g}",
+                mmm("rss_kb"),
+                mmm("anon_kb"),
+                mmm("shmem_kb"),
+                f"{min(fds)}-{max(fds)}",
+            )
+        )
+    return (
+        "Server process per window (MiB, min / median / max; RssShmem is the workers' "
+        "rings, mapped whole; fds while traffic runs include the soak's own connections):"
+        "\n\n" + B.md_table(["minutes", "RSS", "RssAnon", "RssShmem", "open fds"], rows)
+    )
 
 
 if __name__ == "__main__":

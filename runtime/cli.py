@@ -40,7 +40,7 @@ def _flags_loader(path: str | None, args: argparse.Namespace) -> Callable[[], Co
             base_dir = Path(path).resolve().parent
         lines, instances = tfs_flags.apply(raw, args, from_file=bool(path))
         cfg = parse(raw, path or "<command line>", base_dir, model_instances=instances)
-        return Config(cfg.server, cfg.models, cfg.path, (*lines, *cfg.notes))
+        return Config(cfg.server, cfg.models, cfg.path, (*lines, *cfg.notes), cfg.groups)
 
     return load_with_flags
 

@@ -92,6 +92,15 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    """Models that share worker processes: one placement, every model in each worker."""
+
+    name: str
+    models: tuple[str, ...]
+    instances: Instances = Instances()
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     tcp: str = "127.0.0.1:8700"
     unix: str = "/run/ringserve/ringserve.sock"
@@ -132,6 +141,10 @@ class Config:
     models: tuple[ModelConfig, ...] = ()
     path: str = "<defaults>"
     notes: tuple[str, ...] = ()  # fields of TF Serving files accepted and ignored: logged
+    groups: tuple[GroupConfig, ...] = ()
+
+    def group_of(self, model: str) -> GroupConfig | None:
+        return next((g for g in self.groups if model in g.models), None)
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -204,7 +217,7 @@ def parse(
     """`model_instances`: [models.instances] keys every model gets (TF Serving's
     --tensorflow_*_parallelism flags)."""
     v = _V(path)
-    v.table("", raw, {"server", "models"})
+    v.table("", raw, {"server", "models", "groups"})
     server = _server(v, raw.get("server", {}))
     models_raw = raw.get("models", [])
     if not isinstance(models_raw, list):
@@ -215,6 +228,11 @@ def parse(
         from .tfserving.sources import add_tf_serving
 
         entries, notes = add_tf_serving(path, server, base_dir, entries)
+    explicit = {
+        m["name"]: (k, set(m))
+        for _, k, m, _ in entries
+        if isinstance(m, dict) and isinstance(m.get("name"), str)
+    }
     if model_instances:
         entries = [
             (ev, k, {**m, "instances": {**m.get("instances", {}), **model_instances}}, bd)
@@ -227,7 +245,12 @@ def parse(
     for n in names:
         if names.count(n) > 1:
             raise v.fail("models.name", "unique model names", n)
-    return Config(server=server, models=models, path=path, notes=tuple(notes))
+    groups: tuple[GroupConfig, ...] = ()
+    if "groups" in raw:
+        from .groupconfig import parse_groups
+
+        groups = parse_groups(v, raw["groups"], models, explicit, model_instances)
+    return Config(server=server, models=models, path=path, notes=tuple(notes), groups=groups)
 
 
 _SERVER_KEYS = set(ServerConfig.__dataclass_fields__)

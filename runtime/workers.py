@@ -36,6 +36,8 @@ class WorkerHandle:
     fds: list[int]
     ctl_fd: int
     pidfd: int
+    # The (model, version)s this process loads: one, or every one of its group's.
+    held: list[tuple[str, int]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     state: str = "starting"  # starting | ready | stopping | exited
     exit_code: int | None = None
@@ -65,6 +67,7 @@ class WorkerHandle:
             "pid": self.pid,
             "model": self.model,
             "version": self.version,
+            **({"group": self.model, "models": self.held_states()} if self.link.group else {}),
             "index": self.placement.index,
             "state": self.state,
             "device": info.get("device", self.placement.device),
@@ -90,6 +93,19 @@ class WorkerHandle:
             "uptime_seconds": round(time.monotonic() - self.started, 3),
         }
 
+    def held_states(self) -> list[dict[str, Any]]:
+        """Per model version of a group worker: loaded or failed (what it reported)."""
+        reports = {(r.get("model"), r.get("version")): r for r in self.link.info.get("models", [])}
+        out = []
+        for n, v in self.held:
+            r = reports.get((n, v))
+            state = "loading" if r is None else ("ready" if r.get("ok") else "failed")
+            row: dict[str, Any] = {"model": n, "version": v, "state": state}
+            if r is not None and not r.get("ok"):
+                row["message"] = r.get("message", "")
+            out.append(row)
+        return out
+
     def close(self) -> None:
         """Release everything; the worker process must already be reaped."""
         for fd in (*self.fds, self.ctl_fd, self.pidfd):
@@ -114,9 +130,16 @@ def spawn(
     max_spin_us: int,
     generation: int,
     on_response: OnResponse,
+    group: list[tuple[str, int, Path]] | None = None,
 ) -> WorkerHandle:
-    key = f"{model}/{version}/w{placement.index}.{generation}"
-    tag = f"{model}-v{version}-w{placement.index}-g{generation}"
+    """A worker of `model` at `version` from `path`; or, with `group`, a worker of the
+    group named `model` holding each (model, version, path) listed (version is 0)."""
+    if group is None:
+        key = f"{model}/{version}/w{placement.index}.{generation}"
+        tag = f"{model}-v{version}-w{placement.index}-g{generation}"
+    else:
+        key = f"{model}/w{placement.index}.{generation}"
+        tag = f"{model}-group-w{placement.index}-g{generation}"
     size = layout.segment_size(ring_bytes)
     segs: list[shm.Segment] = []
     fds: list[int] = []
@@ -144,6 +167,8 @@ def spawn(
             "ctl_fd": ctl_w,
             "max_spin_us": max_spin_us,
         }
+        if group is not None:
+            spec["models"] = [{"name": n, "version": v, "path": str(p)} for n, v, p in group]
         env = {**os.environ, "RINGSERVE_WORKER_SPEC": json.dumps(spec)}
         try:
             proc = subprocess.Popen(
@@ -164,4 +189,6 @@ def spawn(
         raise
     os.set_blocking(ctl_r, False)
     link = WorkerLink(key, model, version, req, resp, req_efd, resp_efd, on_response)
-    return WorkerHandle(model, version, placement, proc, link, segs, fds, ctl_r, pidfd)
+    link.group = model if group is not None else ""
+    held = [(n, v) for n, v, _ in group] if group is not None else [(model, version)]
+    return WorkerHandle(model, version, placement, proc, link, segs, fds, ctl_r, pidfd, held)

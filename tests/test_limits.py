@@ -204,6 +204,31 @@ def test_announced_bytes_are_not_committed(srv: Limited, good: Client) -> None:
             raw.close()
 
 
+def test_open_connections_commit_only_what_they_read(srv: Limited, good: Client) -> None:
+    """Each served connection reads into a 256 KiB buffer: an anonymous mapping whose
+    pages are committed as frames touch them and given back whole at the close. As a
+    bytearray it was zero-filled at once (30 connections: 7.5 MiB) and, once glibc's
+    adaptive mmap threshold had risen past it, taken from the heap, where connections
+    that came and went left holes the heap could not give back."""
+
+    def anon() -> int:
+        assert srv.proc is not None
+        status = Path(f"/proc/{srv.proc.pid}/status").read_text()
+        return next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("RssAnon:"))
+
+    before = anon()
+    conns = [Raw(srv.unix_url) for _ in range(30)]
+    try:
+        for raw in conns:
+            raw.send({"id": 1, "op": "health"})
+            assert raw.recv()["ok"] is True
+        grown = anon() - before
+        assert grown < 3 * 1024, f"30 open connections grew RssAnon by {grown} KiB"
+    finally:
+        for raw in conns:
+            raw.close()
+
+
 def test_oversize_frame_after_auth(srv: Limited, good: Client) -> None:
     with authed(srv) as raw:
         raw.send_bytes(struct.pack(">I", MAX_FRAME + 1))

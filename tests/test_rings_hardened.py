@@ -79,6 +79,28 @@ def test_ring_memory_is_reserved_at_creation_or_refused_with_a_message() -> None
         seg.close()
 
 
+def _mapped_rss(label: str) -> int:
+    """Resident bytes of this process's mapping of the memfd labelled `label`."""
+    found = None
+    for line in open("/proc/self/smaps").read().splitlines():
+        if "-" in line.split(" ", 1)[0]:  # a mapping's header line
+            found = line.rstrip().endswith(f"/memfd:{label} (deleted)")
+        elif found and line.startswith("Rss:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no mapping of memfd {label}")
+
+
+def test_ring_is_resident_in_the_owner_from_creation() -> None:
+    """The server maps each ring with every page present, so its RSS counts the rings
+    whole from the start instead of growing as the heads pass new pages (which a soak
+    saw as RSS growth after every worker respawn)."""
+    seg = shm.create("t", "resident", 4 << 20)
+    try:
+        assert _mapped_rss(f"{shm.name_prefix('t')}{os.getpid()}-resident") == 4 << 20
+    finally:
+        seg.close()
+
+
 def test_records_refuse_rank_above_max_before_any_product() -> None:
     buf = bytearray(layout.segment_size(1 << 16))
     ring = Ring(buf, create=True, capacity=1 << 16)

@@ -8,6 +8,11 @@ requests a pipelining client may have waiting (`server.max_inflight_per_connecti
 reading pauses there). A malformed request is answered 400 and closes its own
 connection only. A connection that sends nothing for `server.http_idle_timeout_seconds`
 while nothing of it is in flight, or takes that long to send one request, is closed.
+Slowloris, as on the msgpack listeners: a connection must complete its first request
+within `server.handshake_timeout_seconds` of connecting, and any request within
+`server.frame_timeout_seconds` of its first byte (time the server itself paused
+reading does not count); past either it is answered 408 naming the limit and closed,
+with a rate-limited log line.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ class HttpConnection(asyncio.Protocol):
         self.max_body = s.max_frame_bytes
         self.max_pipeline = s.max_inflight_per_connection
         self.idle_timeout = s.http_idle_timeout_seconds
+        self.handshake_timeout = s.handshake_timeout_seconds
+        self.frame_timeout = s.frame_timeout_seconds
+        self.handshaken = False  # a first complete request has arrived
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.regions: Regions | None = None  # a dispatcher Replier; HTTP has no regions
@@ -107,9 +115,8 @@ class HttpConnection(asyncio.Protocol):
         fe.open_count[self.kind] = fe.open_count.get(self.kind, 0) + 1
         self.counted = True
         fe.connections.add(self)
-        self._last = self.loop.time()
-        if self.idle_timeout > 0:
-            self._timer = self.loop.call_later(self.idle_timeout, self._check_idle)
+        self._opened = self._last = self.loop.time()
+        self._arm(self._opened)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -234,6 +241,7 @@ class HttpConnection(asyncio.Protocol):
             p.should_keep_alive(),
         )
         self._reset_message()
+        self.handshaken = True
         self.pipeline.append(req)
         if len(self.pipeline) >= self.max_pipeline:
             self._update_reading()
@@ -337,30 +345,58 @@ class HttpConnection(asyncio.Protocol):
             self._read_paused = False
             t.resume_reading()
 
+    def _deadlines(self) -> list[tuple[float, str]]:
+        """(when, limit) for each time limit that applies to the connection now."""
+        out = []
+        if not self.handshaken and self.handshake_timeout > 0:
+            out.append((self._opened + self.handshake_timeout, "handshake_timeout_seconds"))
+        if self._started:  # a request has begun and not ended
+            if self.frame_timeout > 0:
+                out.append((self._started + self.frame_timeout, "frame_timeout_seconds"))
+            if self.idle_timeout > 0:
+                out.append((self._started + self.idle_timeout, "http_idle_timeout_seconds"))
+        elif not self.pipeline and self.idle_timeout > 0:
+            out.append((self._last + self.idle_timeout, ""))  # idle: closed without a word
+        return out
+
+    def _arm(self, now: float) -> None:
+        limits = [t for t in (self.idle_timeout, self.handshake_timeout, self.frame_timeout) if t]
+        if not limits:
+            return
+        # With nothing due (a request in flight: its deadline is the dispatcher's), look
+        # again after the shortest limit; new deadlines begin with the next request.
+        due = min((at for at, _ in self._deadlines()), default=now + min(limits))
+        self._timer = self.loop.call_later(max(0.05, due - now), self._check_idle)
+
     def _check_idle(self) -> None:
         self._timer = None
-        if self.closed:
+        if self.closed or self._closing:
             return
         now = self.loop.time()
-        if self._started and now - self._started >= self.idle_timeout:
-            self._refuse(
-                error(
-                    HTTPStatus.REQUEST_TIMEOUT,
-                    f"request not complete within http_idle_timeout_seconds "
-                    f"({self.idle_timeout:g})",
+        if self._started and self._read_paused:
+            self._started = now  # our pause (flow control), not the client's dribble
+        for at, limit in sorted(self._deadlines()):
+            if at > now:
+                break
+            if not limit:
+                self.close()
+                return
+            if limit == "handshake_timeout_seconds":
+                why = f"no complete request within {self.handshake_timeout:g} s of connecting"
+            else:
+                t = self.frame_timeout if limit == "frame_timeout_seconds" else self.idle_timeout
+                why = (
+                    f"a request begun {now - self._started:.1f} s ago is still incomplete "
+                    f"(limit {t:g} s)"
                 )
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+            self.frontend.limit_log(limit, f"closed {self.kind} connection from {who}: {why}")
+            self._refuse(
+                error(HTTPStatus.REQUEST_TIMEOUT, f"server.{limit}: {why}; closing the connection")
             )
             return
-        if not self.pipeline and not self._started and now - self._last >= self.idle_timeout:
-            self.close()
-            return
-        if self._started:
-            wait = self._started + self.idle_timeout - now
-        elif self.pipeline:
-            wait = self.idle_timeout  # a request in flight: its deadline is the dispatcher's
-        else:
-            wait = self._last + self.idle_timeout - now
-        self._timer = self.loop.call_later(max(0.05, wait), self._check_idle)
+        self._arm(now)
 
     def close_idle(self) -> None:
         """Draining, nothing in flight: close (a client sees EOF between requests)."""

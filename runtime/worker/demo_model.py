@@ -18,9 +18,9 @@ LAYERS = (784, 512, 512, 10)
 
 
 class DemoMLP(tf.Module):
-    def __init__(self) -> None:
+    def __init__(self, seed: int = SEED) -> None:
         super().__init__()
-        rng = np.random.default_rng(SEED)
+        rng = np.random.default_rng(seed)
         self.ws = []
         self.bs = []
         for a, b in itertools.pairwise(LAYERS):
@@ -38,11 +38,13 @@ class DemoMLP(tf.Module):
         return {"logits": h, "probabilities": tf.nn.softmax(h)}
 
 
-def build(path: str | Path, version: int = 1) -> Path:
+def build(path: str | Path, version: int = 1, seed: int = SEED) -> Path:
+    """`seed` other than the default makes a distinct model of the same shape
+    (perf/bench_groups.py serves twenty of them)."""
     out = Path(path) / str(version)
     if (out / "saved_model.pb").exists():
         return out
-    m = DemoMLP()
+    m = DemoMLP(seed)
     tmp = Path(path) / f".{version}.tmp"
     tf.saved_model.save(m, str(tmp), signatures={"serving_default": m.serve})
     tmp.rename(out)  # appear whole: a watcher never sees a half-written version

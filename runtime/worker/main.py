@@ -14,12 +14,13 @@ import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 from ringserve.ipc import control, layout, records, shm, wake
 from ringserve.ipc.ring import RecordTooLarge, Ring, RingCorrupt
 from ringserve.ipc.tensors import DTYPE_CODES
+
+from .held import Held, RequestError
 
 EXIT_OK = 0
 EXIT_LOAD_FAILED = 3
@@ -27,6 +28,18 @@ EXIT_ORPHANED = 4
 EXIT_CORRUPT = 5
 
 PR_SET_PDEATHSIG = 1
+
+
+class LoadFailed(Exception):
+    """No model version of the worker loaded: the message of each (one alone: its own)."""
+
+    def __init__(self, reports: list[dict[str, Any]]) -> None:
+        if len(reports) == 1:
+            super().__init__(reports[0]["message"])
+        else:
+            super().__init__(
+                "; ".join(f"{r['model']}/{r['version']}: {r['message']}" for r in reports)
+            )
 
 
 def _die_with_parent(parent: int) -> None:
@@ -80,41 +93,53 @@ def main() -> None:
             place["gpu_memory_mb"],
             place["gpu_memory_fraction"],
         )
-        loaded = M.LoadedModel(Path(spec["path"]))
-        t0 = time.perf_counter()
-        warm = loaded.warmup()
+        held = Held()
+        reports = held.load_all(_entries(spec), M)
+        if not held.loaded:
+            raise LoadFailed(reports)
+        first = next(r for r in reports if r["ok"])
         info = {
             "t": "ready",
             "pid": os.getpid(),
-            "signatures": loaded.metadata(),
-            "load_seconds": loaded.load_seconds,
-            "warmup_seconds": time.perf_counter() - t0,
-            "warmup_runs": warm,
-            "call_paths": loaded.call_paths(),
+            # The first model's figures where one model is expected (a model's own
+            # worker); `models` has one report per model version held.
+            "signatures": first["signatures"],
+            "load_seconds": sum(r.get("load_seconds", 0.0) for r in reports),
+            "warmup_seconds": sum(r.get("warmup_seconds", 0.0) for r in reports),
+            "warmup_runs": sum(r.get("warmup_runs", 0) for r in reports),
+            "call_paths": first["call_paths"],
+            "models": reports,
             "cpu_affinity": sorted(os.sched_getaffinity(0)),
             **M.observed(place["device"]),
         }
     except BaseException as exc:  # report any load failure, then exit distinctly
-        msg = f"{type(exc).__name__}: {exc}"
+        msg = str(exc) if isinstance(exc, LoadFailed) else f"{type(exc).__name__}: {exc}"
         sys.stderr.write(f"ringserve worker {spec['label']}: load failed: {msg}\n")
-        traceback.print_exc()
+        if not isinstance(exc, LoadFailed):
+            traceback.print_exc()
         control.send(ctl, {"t": "failed", "message": msg})
         os._exit(EXIT_LOAD_FAILED)
     control.send(ctl, info)
-    code = serve(spec, loaded, req, resp, M)
+    code = serve(spec, held, req, resp, M)
     sys.stderr.flush()
     # Skip TensorFlow's slow teardown; nothing here needs it.
     os._exit(code)
 
 
-def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> int:
+def _entries(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model versions to load: a group's list, or the one model of the spec."""
+    if "models" in spec:
+        return list(spec["models"])
+    return [{"name": spec["model"], "version": spec["version"], "path": spec["path"]}]
+
+
+def serve(spec: dict[str, Any], held: Held, req: Ring, resp: Ring, M: Any) -> int:
     req_efd, resp_efd = int(spec["req_efd"]), int(spec["resp_efd"])
     parent = int(spec["parent_pid"])
     words = req.words
     waiter = wake.Waiter(
         req_efd, req.readable, req.words, max_spin_us=int(spec.get("max_spin_us", 1000))
     )
-    sigs = loaded.signatures
     clock = time.monotonic_ns
     while True:
         words[layout.W_BEAT] = clock()
@@ -140,8 +165,12 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
         except RingCorrupt as exc:
             sys.stderr.write(f"ringserve worker {spec['label']}: {exc}\n")
             return EXIT_CORRUPT
-        rid, sig_name, wanted = head[0], head[1], head[2]
-        deadline = head[3] if len(head) > 3 else 0.0
+        if len(head) < 4 or type(head[0]) is not int:
+            sys.stderr.write(f"ringserve worker {spec['label']}: request head {head[:4]!r}\n")
+            return EXIT_CORRUPT
+        rid, sig_name, wanted, deadline = head[0], head[1], head[2], head[3]
+        if type(deadline) is not float and type(deadline) is not int:
+            deadline = 0.0
         if deadline and time.monotonic() > deadline:
             # Expired while waiting in the ring: never computed (busy -1 says so).
             msg = "field 'timeout_ms': deadline passed in the worker's queue; not computed"
@@ -155,7 +184,8 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
         code, message = "", ""
         t1 = t2 = 0
         try:
-            sig = sigs[sig_name]
+            loaded, _ = held.target(head)
+            sig = loaded.signatures[sig_name]
             args = sig.prepare(inputs)
             t1 = time.perf_counter_ns()
             result = sig.run(args)
@@ -169,6 +199,8 @@ def serve(spec: dict[str, Any], loaded: Any, req: Ring, resp: Ring, M: Any) -> i
                     raise TypeError(f"output {name!r} has dtype {dt}, which the protocol lacks")
                 chunks = list(a.reshape(-1)) if dt == "string" else [a]
                 outputs.append((name, dt, a.shape, chunks))
+        except RequestError as exc:
+            code, message, outputs = exc.code, exc.message, []
         except TypeError as exc:
             code, message, outputs = "INTERNAL", f"{exc}", []
         except Exception as exc:
