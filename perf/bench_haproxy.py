@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             direct = LG.parse_target(insts[0].url)
             via = LG.parse_target(proxy.url)
             for r in range(args.repeat):
-                row: dict[str, Any] = {"round": r}
+                row: dict[Any, Any] = {"round": r}
                 for m in models:
                     row[(m, "floor")] = child.time(m, inputs[(m, 1)], n=args.floor_calls)
                     for c in concs:
