@@ -182,7 +182,7 @@ class Connection(asyncio.BufferedProtocol):
                 # The common request in one typed pass; anything else (and every error)
                 # takes the general path below. A body in the reused scratch buffer is
                 # copied out, one in a buffer of its own is viewed.
-                req = decode_infer(body, owned=type(body.obj) is not bytearray)
+                req = decode_infer(body, owned=not self.reader.in_scratch(body))
                 if req is not None:
                     rid = req.id
                     self._infer(rid, req)

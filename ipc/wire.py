@@ -352,6 +352,11 @@ class FrameReader:
         self._scratch, self._sview = new, memoryview(new)
         self._start, self._end = 0, n
 
+    def in_scratch(self, body: memoryview) -> bool:
+        """`body` is a view of the scratch buffer, which the next reads overwrite (a
+        large body has a mapping of its own, which its views keep alive)."""
+        return body.obj is self._scratch
+
     @property
     def partial(self) -> bool:
         """Part of a frame has been read and its end has not."""

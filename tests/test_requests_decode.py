@@ -84,6 +84,23 @@ def test_scratch_bodies_are_copied_out() -> None:
     assert bytes(req.inputs["x"].data) == b"\x00" * 8 and isinstance(req.inputs["x"].data, bytes)
 
 
+def test_the_reader_says_which_bodies_sit_in_its_scratch_buffer() -> None:
+    from ringserve.ipc import wire
+
+    r = wire.FrameReader(1 << 24)
+    small, big = wire.pack(GOOD), wire.pack({**GOOD, "pad": b"x" * (wire.SCRATCH + 10)})
+    for frame, scratch in ((small, True), (big, False)):
+        got: list[memoryview] = []
+        pos = 0
+        while not got:
+            buf = r.get_buffer(-1)
+            n = min(len(buf), len(frame) - pos)
+            buf[:n] = frame[pos : pos + n]
+            pos += n
+            got = r.buffer_updated(n)
+        assert r.in_scratch(got[0]) is scratch
+
+
 def test_owned_bodies_are_viewed_and_kept_alive() -> None:
     raw = msgpack.packb({**GOOD, "inputs": {"x": {**X, "data": b"\x01" * 8}}}, use_bin_type=True)
     m = mmap.mmap(-1, len(raw), flags=mmap.MAP_PRIVATE)
