@@ -133,6 +133,20 @@ class Batcher:
 
         self.timers[key] = self.call_later(wait, fire)
 
+    def record_limit(self, batching: bool) -> int:
+        """Records a worker may hold: with batching two (one running, the next ready,
+        so batches grow while it is busy), else server.worker_inflight."""
+        w = self.settings.worker_inflight
+        return min(2, w) if batching else w
+
+    def full(self, link: WorkerLink) -> bool:
+        """`link` holds all the records it may: nothing more goes to it before one of
+        them is answered."""
+        m = self.registry.models.get(link.model)
+        return m is not None and len(link.inflight) >= self.record_limit(
+            m.settings.max_batch_size > 0
+        )
+
     # ---- placing the queue ---------------------------------------------------------
     def pump_queue(self, v: VersionState) -> bool:
         """Move queued requests onto the least loaded workers that have room; True if
@@ -142,7 +156,7 @@ class Batcher:
         if ms is None:
             return False
         batching = ms.max_batch_size > 0
-        limit = min(2, self.settings.worker_inflight) if batching else self.settings.worker_inflight
+        limit = self.record_limit(batching)
         q = v.queue
         submitted = False
         while q:

@@ -10,6 +10,7 @@ from typing import Any
 from ringserve.ipc import errors as E
 from ringserve.ipc.errors import ProtocolError, clip
 from ringserve.ipc.fdslice import FdSlice
+from ringserve.ipc.requests import WireTensor
 from ringserve.ipc.tensors import STRING, check_wire_tensor, count, itemsize, shape_matches
 
 from .pending import Pending
@@ -179,3 +180,41 @@ def short_read(p: Pending) -> str | None:
         if type(data) is FdSlice and data.short is not None:
             return data.describe_short()
     return None
+
+
+# Input checks remembered per signature and tensor layout: (spec, max_rank, names,
+# dtypes and shapes) -> the checked (name, dtype, shape, nbytes) in signature order.
+# The general checks run once for a layout; a later request with the same layout only
+# has its data lengths compared. Bounded: cleared when full (a client cycling through
+# shapes costs the general checks again, never memory).
+CHECKED_LAYOUTS = 1024
+
+
+class TypedInputChecks:
+    """`check_inputs` for requests decoded by ipc/requests.py (numeric `data` tensors,
+    types already checked while decoding), remembered per layout."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Any, ...], tuple[dict[str, Any], list[tuple[str, str, int]]]] = {}
+
+    def check(
+        self, inputs: dict[str, WireTensor], spec: dict[str, Any], max_rank: int
+    ) -> list[Any]:
+        key = (id(spec), max_rank, *[(n, t.dtype, *t.shape) for n, t in inputs.items()])
+        hit = self._seen.get(key)
+        # The spec is held by the entry, so its id cannot be reused while it is there.
+        if hit is not None and hit[0] is spec:
+            out = []
+            for name, dtype, nbytes in hit[1]:
+                t = inputs[name]
+                if len(t.data) != nbytes:
+                    break  # the general checks say what is wrong
+                out.append((name, dtype, t.shape, t.data))
+            else:
+                return out
+        plain = {n: {"dtype": t.dtype, "shape": t.shape, "data": t.data} for n, t in inputs.items()}
+        out = check_inputs(plain, spec, None, max_rank)
+        if len(self._seen) >= CHECKED_LAYOUTS:
+            self._seen.clear()
+        self._seen[key] = (spec, [(n, dt, count(sh) * itemsize(dt)) for n, dt, sh, _ in out])
+        return out

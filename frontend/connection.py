@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ringserve.ipc import errors as E
 from ringserve.ipc import wire
 from ringserve.ipc.errors import ProtocolError, clip
+from ringserve.ipc.requests import InferRequest, decode_infer
 
 from .drain import ANSWERED_WHILE_DRAINING, STOPPING_MESSAGE
 from .regions import Regions
@@ -177,6 +178,15 @@ class Connection(asyncio.BufferedProtocol):
     def _handle(self, body: memoryview) -> None:
         rid: int | None = None
         try:
+            if self.authenticated and not self.frontend.draining:
+                # The common request in one typed pass; anything else (and every error)
+                # takes the general path below. A body in the reused scratch buffer is
+                # copied out, one in a buffer of its own is viewed.
+                req = decode_infer(body, owned=not self.reader.in_scratch(body))
+                if req is not None:
+                    rid = req.id
+                    self._infer(rid, req)
+                    return
             msg = wire.unpack_body(body)
             rid = wire.request_id(msg)
             rid, op = wire.check_request(msg)
@@ -194,13 +204,7 @@ class Connection(asyncio.BufferedProtocol):
                     self.told_stopping = self.told_stopping or now
                     raise ProtocolError(E.UNAVAILABLE, STOPPING_MESSAGE)
             if op == "infer":
-                self.inflight += 1
-                try:
-                    self.frontend.dispatcher.infer(self, rid, msg)
-                except BaseException:
-                    self.inflight -= 1
-                    raise
-                self._update_reading()
+                self._infer(rid, msg)
                 return
             handler = self.frontend.ops.get(op)
             if handler is None:
@@ -226,6 +230,15 @@ class Connection(asyncio.BufferedProtocol):
             self.reply(wire.error(rid, E.INTERNAL, f"{type(exc).__name__}: {clip(str(exc))}"))
             if not self.authenticated:
                 self.close()
+
+    def _infer(self, rid: int, msg: dict[str, Any] | InferRequest) -> None:
+        self.inflight += 1
+        try:
+            self.frontend.dispatcher.infer(self, rid, msg)
+        except BaseException:
+            self.inflight -= 1
+            raise
+        self._update_reading()
 
     def authenticate(self, token: Any) -> None:
         want = self.frontend.settings.auth_token

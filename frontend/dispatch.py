@@ -11,6 +11,7 @@ worker's eventfd.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 import time
@@ -20,18 +21,24 @@ from typing import Any
 from ringserve.ipc import errors as E
 from ringserve.ipc import wake
 from ringserve.ipc.errors import ProtocolError
+from ringserve.ipc.requests import InferRequest
 from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
 from ringserve.ipc.tensors import STRING, count, itemsize
 
 from . import checks
 from .batcher import HANDOVER_S, Batcher
 from .checks import MAX_TIMEOUT_MS
+from .finetimer import FineTimer
 from .links import WorkerLink
 from .pending import Job, Pending, Replier
 from .registry import ModelState, Registry, VersionState
 from .replies import Replies
 from .settings import FrontendSettings
 from .stats import ModelStats
+
+# How long before a known event (a batch due) the frontend stops sleeping and spins:
+# a loop woken by a timer on a small VM is tens of microseconds late.
+SPIN_LEAD_S = 150e-6
 
 __all__ = [
     "HANDOVER_S",
@@ -52,12 +59,15 @@ class Dispatcher:
         self.loop = loop
         self.links: list[WorkerLink] = []
         self.replies = Replies(registry.models)
+        self._typed_checks = checks.TypedInputChecks()
         self.stats: dict[str, ModelStats] = self.replies.stats
         self.batcher = Batcher(
             settings, registry, self._submit, self._pump, self.replies.model_stats, loop.call_later
         )
         self._next_rid = 0
         self._polling = False
+        self._timer: FineTimer | None = None  # created on first use
+        self._no_timer = False
         self._spin_until = 0.0
         self._spin_s = settings.max_spin_us / 1e6
         # Deadlines are kept on perf_counter; workers compare with time.monotonic.
@@ -126,10 +136,18 @@ class Dispatcher:
                 self.replies.fail(p, code, message)
 
     # ---- infer ---------------------------------------------------------------------
-    def infer(self, conn: Replier, cid: int, msg: dict[str, Any]) -> None:
+    def infer(self, conn: Replier, cid: int, msg: dict[str, Any] | InferRequest) -> None:
         """Validate and queue; the reply comes later through `conn`. Raises ProtocolError
-        for a request that is answered at once."""
-        model, v = self.registry.lookup(msg)
+        for a request that is answered at once.
+
+        `msg` is the decoded map, or the typed form of a plain infer (ipc/requests.py):
+        the same checks, the same errors; the typed one's inputs are checked once per
+        layout (checks.TypedInputChecks)."""
+        if isinstance(msg, InferRequest):
+            model = self.registry.model(msg.model)
+            v = model.resolve(msg.version)
+        else:
+            model, v = self.registry.lookup(msg)
         try:
             self._accept(conn, cid, msg, model, v)
         except ProtocolError as exc:
@@ -139,20 +157,38 @@ class Dispatcher:
             raise
 
     def _accept(
-        self, conn: Replier, cid: int, msg: dict[str, Any], model: ModelState, v: VersionState
+        self,
+        conn: Replier,
+        cid: int,
+        msg: dict[str, Any] | InferRequest,
+        model: ModelState,
+        v: VersionState,
     ) -> None:
-        sig_name = msg.get("signature", "serving_default")
-        sig = checks.check_signature(sig_name, model, v)
         ms = model.settings
         p = Pending(conn, cid, model.name, v)
-        p.sig = sig_name
-        p.tensors = checks.check_inputs(
-            msg.get("inputs"), sig["inputs"], conn.regions, self.settings.max_tensor_rank
-        )
-        p.wanted = checks.check_outputs(msg.get("outputs"), sig["outputs"])
-        if "output_shm" in msg:
-            p.output_shm = checks.check_output_shm(msg["output_shm"], sig["outputs"], conn.regions)
-        timeout = checks.check_timeout(msg.get("timeout_ms"), self.settings.default_timeout_ms)
+        if isinstance(msg, InferRequest):
+            sig = checks.check_signature(msg.signature, model, v)
+            p.sig = msg.signature
+            p.tensors = self._typed_checks.check(
+                msg.inputs, sig["inputs"], self.settings.max_tensor_rank
+            )
+            p.wanted = checks.check_outputs(msg.outputs, sig["outputs"])
+            timeout_ms: Any = msg.timeout_ms
+        else:
+            assert isinstance(msg, dict)
+            sig_name = msg.get("signature", "serving_default")
+            sig = checks.check_signature(sig_name, model, v)
+            p.sig = sig_name
+            p.tensors = checks.check_inputs(
+                msg.get("inputs"), sig["inputs"], conn.regions, self.settings.max_tensor_rank
+            )
+            p.wanted = checks.check_outputs(msg.get("outputs"), sig["outputs"])
+            if "output_shm" in msg:
+                p.output_shm = checks.check_output_shm(
+                    msg["output_shm"], sig["outputs"], conn.regions
+                )
+            timeout_ms = msg.get("timeout_ms")
+        timeout = checks.check_timeout(timeout_ms, self.settings.default_timeout_ms)
         checks.check_rows(p, ms.max_batch_size)
         if not v.serving_links():
             raise ProtocolError(
@@ -187,8 +223,8 @@ class Dispatcher:
         b = self.batcher
         b.in_hand = None
         try:
-            if b.pump_queue(v):
-                self._start_polling()
+            if b.pump_queue(v) or (b.due and not self._polling):
+                self._start_polling()  # (a batch timed while the spin sleeps: wake for it)
         except Exception as exc:
             held = b.in_hand or (list(v.queue)[:1] if v.queue else [])
             b.in_hand = None
@@ -259,6 +295,47 @@ class Dispatcher:
         return True
 
     # ---- completions ---------------------------------------------------------------
+    def _sleep_until(self, now: float) -> float | None:
+        """When the spin may stop: None to keep spinning, else the time to be back
+        (inf: only when a worker's eventfd rings).
+
+        The spin catches two things early: a completion, and a batch that is due. A
+        worker holding all the records it may (its next one is ready in its ring)
+        idles no less if its completion is seen a wake-up later, and says when through
+        its eventfd; a batch due later than SPIN_LEAD_S from now is waited for asleep,
+        on the fine timer. Anything else (a completion that decides what a worker does
+        next) is spun for, as before."""
+        at = math.inf
+        due = self.batcher.due
+        for link in self.links:
+            if not link.inflight or self.batcher.full(link):
+                continue
+            m = self.registry.models.get(link.model)
+            v = m.versions.get(link.version) if m is not None else None
+            d = due.get(id(v)) if v is not None else None
+            if d is None:
+                return None
+            at = min(at, d[0])
+        for when, _ in due.values():
+            at = min(at, when)
+        if at - now < 2 * SPIN_LEAD_S:
+            return None
+        return at - SPIN_LEAD_S
+
+    def _arm(self, delay: float) -> bool:
+        """Wake the spin in `delay` seconds; False if there is no fine timer here."""
+        if self._timer is None:
+            if self._no_timer:
+                return False
+            try:
+                self._timer = FineTimer(self.loop, self._start_polling)
+            except (OSError, AttributeError, NotImplementedError) as exc:
+                self._no_timer = True
+                self.log(f"no fine timer ({exc}): the frontend spins instead of sleeping")
+                return False
+        self._timer.arm(delay)
+        return True
+
     def _start_polling(self) -> None:
         self._spin_until = time.perf_counter() + self._spin_s
         if not self._polling and self._spin_s > 0:
@@ -286,12 +363,15 @@ class Dispatcher:
     def _poll_tick(self) -> None:
         """One turn of the frontend's spin: poll the rings, let the loop run, again."""
         busy = self.service()
-        if busy and time.perf_counter() < self._spin_until:
-            # Give the CPU to the worker if it shares ours: a spin must never slow the
-            # computation it waits for.
-            os.sched_yield()
-            self.loop.call_soon(self._poll_tick)
-            return
+        now = time.perf_counter()
+        if busy and now < self._spin_until:
+            until = self._sleep_until(now)
+            if until is None or (until != math.inf and not self._arm(until - now)):
+                # Give the CPU to the worker if it shares ours: a spin must never slow
+                # the computation it waits for.
+                os.sched_yield()
+                self.loop.call_soon(self._poll_tick)
+                return
         self._polling = False
         for link in self.links:
             link.set_sleeping(True)
@@ -308,6 +388,8 @@ class Dispatcher:
         v = m.versions.get(link.version) if m is not None else None
         if v is not None and v.queue:
             self._pump(v)
+        if not self._polling and any(ln.inflight for ln in self.links):
+            self._start_polling()  # the spin may have slept while the worker was full
 
     def _poll(self, link: WorkerLink) -> None:
         """Never raises: it runs inside loop callbacks, and an exception there would

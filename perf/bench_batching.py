@@ -25,13 +25,18 @@ The server's `stats` op is read before and after every point: the batches formed
 mean size (rows, from the `batch_sizes` histogram) and the padding rows, so a batcher
 that silently does nothing shows a mean of 1.0.
 
-Targets (the issue's), computed per round and the median taken, each PASS or FAIL:
+Targets (issues 7 and 16), computed per round and the median taken, each PASS or FAIL:
   (a) at concurrency 32, req/s with batching >= 5x the unbatched server;
-  (b) at concurrency 32, req/s with batching >= 50% of the in-process batch-32 rows/s;
+  (b) at concurrency 32, req/s with batching >= 0.8 of the in-process batch-32 rows/s;
+  (b') the same for each --shapes point (default 4 connections x 8 in flight);
   (c) at concurrency 1, p50 with batching minus p50 without <= batch_timeout_us.
+Each closed-loop row also shows the frontend's CPU time per request (its process's
+CPU seconds over the requests it answered during the point, spinning included), the
+figure issue 16 asks to halve.
 
 Requests: closed loops pipeline all requests in flight on one Unix-socket connection
-(--connections N: N connections; bare --connections: one per request in flight); open
+(--connections N: N connections; bare --connections: one per request in flight);
+--shapes adds closed-loop points of N connections x K requests in flight on each; open
 loops send on --open-connections connections (default 1).
 
     python perf/bench_batching.py
@@ -58,8 +63,10 @@ from ringserve import bench as LG
 
 RESULTS_KEY = "bench_batching"
 CONFIGS = ("off", "on")
+# --compare-python: the same two configurations served by another interpreter too.
+BASE = "@base"
 TARGET_SPEEDUP = 5.0  # (a)
-TARGET_FLOOR_FRACTION = 0.5  # (b)
+TARGET_FLOOR_FRACTION = 0.8  # (b), issue 16 (issue 7 asked 0.5)
 TARGET_CONC = 32  # (a) and (b)
 LATENCY_CONC = 1  # (c)
 
@@ -67,6 +74,7 @@ LATENCY_CONC = 1  # (c)
 @dataclass
 class Plan:
     concurrency: list[int]
+    shapes: list[tuple[int, int]]  # extra closed-loop points: (connections, in flight each)
     fractions: list[float]  # open loop: of the closed-loop maximum
     connections: int  # closed loop; 0: one per request in flight
     open_connections: int
@@ -99,7 +107,7 @@ def batching_lines(p: Plan) -> list[str]:
 
 
 def estimate_s(p: Plan, start_s: float = 5.0) -> float:
-    closed = len(p.concurrency) * (p.warmup + p.duration + 0.3)
+    closed = (len(p.concurrency) + len(p.shapes)) * (p.warmup + p.duration + 0.3)
     opened = len(p.fractions) * (p.warmup + p.duration + 0.5)
     return 30.0 + 2 * start_s + p.repeat * (2.0 + 2 * (closed + opened))
 
@@ -115,6 +123,7 @@ def point(
     p: Plan,
     *,
     conc: int | None = None,
+    conns: int | None = None,
     rate: float | None = None,
     fraction: float | None = None,
 ) -> dict[str, Any]:
@@ -127,7 +136,7 @@ def point(
                 target,
                 tpl,
                 concurrency=conc,
-                connections=p.connections or conc,
+                connections=conns or p.connections or conc,
                 duration_s=p.duration,
                 warmup_s=p.warmup,
             )
@@ -143,18 +152,39 @@ def point(
                 max_inflight=p.max_inflight,
             )
     row = {**r.row(), **watch.figures(), "config": cfg, "round": rnd, "fraction": fraction}
-    what = f"c={conc}" if rate is None else f"{100 * (fraction or 0):.0f}% = {rate:.0f}/s"
+    row["shape"] = shape_of(row["concurrency"], conns) if rate is None else None
+    served_n = row["server_requests"]
+    row["frontend_us_per_req"] = (
+        row["frontend_cpu_pct"] / 100 * row["wall_s"] * 1e6 / served_n if served_n else float("nan")
+    )
+    what = f"c={row['shape']}" if rate is None else f"{100 * (fraction or 0):.0f}% = {rate:.0f}/s"
     sys.stderr.write(
         f"  round {rnd} batching {cfg} {r.mode} {what}: {r.rps:.0f} req/s, p50 "
-        f"{r.p50_us:.0f} us, p99 {r.p99_us:.0f} us, mean batch {B.fmt(row['mean_batch'], 2)}"
+        f"{r.p50_us:.0f} us, p99 {r.p99_us:.0f} us, mean batch {B.fmt(row['mean_batch'], 2)}, "
+        f"frontend {B.fmt(row['frontend_us_per_req'])} CPU us/req"
         f"{'' if not r.errors and not r.lost else f', errors {r.errors}, lost {r.lost}'}\n"
     )
     return row
 
 
+def shape_of(conc: int, conns: int | None) -> str:
+    """`32`, or `32 (4x8)` for 4 connections with 8 requests in flight on each."""
+    return str(conc) if not conns else f"{conc} ({conns}x{conc // conns})"
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        if item.strip():
+            n, _, k = item.strip().partition("x")
+            out.append((int(n), int(k)))
+    return out
+
+
 def plan_of(args: argparse.Namespace) -> Plan:
     return Plan(
         concurrency=[int(c) for c in args.concurrency.split(",") if c.strip()],
+        shapes=parse_shapes(args.shapes),
         fractions=[float(f) / 100 for f in args.fractions.split(",") if f.strip()],
         connections=args.connections,
         open_connections=args.open_connections,
@@ -179,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "on": E.ServerKnobs(**{**base.__dict__, "model_lines": batching_lines(p)}),
     }
     pin = B.pin_plan("none")
+    configs = [*CONFIGS, *([c + BASE for c in CONFIGS] if args.compare_python else [])]
     info = B.machine_info()
     batches = sorted({1, p.max_batch_size})
     sys.stderr.write(f"bench_batching: expect roughly {estimate_s(p) / 60:.0f} min\n")
@@ -196,10 +227,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ) as child:
             served: dict[str, E.Served] = {}
             try:
-                for cfg in CONFIGS:
+                for cfg in configs:
                     d = logs / f"server-{cfg}"
                     d.mkdir(parents=True, exist_ok=True)
-                    served[cfg] = E.Served({"demo": paths["demo"]}, knobs[cfg], pin, str(d))
+                    python = args.compare_python if cfg.endswith(BASE) else None
+                    served[cfg] = E.Served(
+                        {"demo": paths["demo"]}, knobs[cfg.removesuffix(BASE)], pin, str(d), python
+                    )
                     served[cfg].start()
                     servers[cfg] = {
                         "ready_s": served[cfg].ready_s,
@@ -211,10 +245,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for f in E.floor_reps(child, ["demo"], inputs, batches, p.floor_calls):
                         f["round"] = rnd
                         floor.append(f)
-                    order = CONFIGS if rnd % 2 == 0 else CONFIGS[::-1]
+                    order = configs if rnd % 2 == 0 else configs[::-1]
                     for cfg in order:
                         for c in p.concurrency:
                             rows.append(point(served[cfg], tpl, cfg, rnd, p, conc=c))
+                        for n, k in p.shapes:
+                            rows.append(point(served[cfg], tpl, cfg, rnd, p, conc=n * k, conns=n))
                     for cfg in order:
                         top = max(
                             (
@@ -230,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             rows.append(
                                 point(served[cfg], tpl, cfg, rnd, p, rate=fr * top, fraction=fr)
                             )
-                for cfg in CONFIGS:
+                for cfg in configs:
                     servers[cfg]["stats_after"] = served[cfg].stats()
             finally:
                 for cfg, s in served.items():
@@ -249,6 +285,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loop": LG.loop_name(),
         "plan": p.__dict__,
         "knobs": {k: v.__dict__ for k, v in knobs.items()},
+        "configs": configs,
+        "compare_python": args.compare_python,
         "servers": servers,
         "floor_child": child_info,
         "floor": floor,
@@ -278,15 +316,18 @@ def pooled_batches(rs: list[dict[str, Any]]) -> tuple[float, int, int]:
 
 
 def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
-    """Medians over rounds per (config, concurrency) or (config, fraction)."""
-    keyname = "concurrency" if mode == "closed" else "fraction"
+    """Medians over rounds per (config, shape) or (config, fraction)."""
+    keyname = "shape" if mode == "closed" else "fraction"
     runs = [r for r in res["runs"] if r["mode"] == mode]
     keys: list[tuple[str, Any]] = []
+    order: dict[Any, Any] = {}
     for r in runs:
         k = (r["config"], r[keyname])
         if k not in keys:
             keys.append(k)
-    keys.sort(key=lambda k: (CONFIGS.index(k[0]), k[1]))
+            order[k] = (r["concurrency"], r[keyname]) if mode == "closed" else r[keyname]
+    configs = res.get("configs", CONFIGS)
+    keys.sort(key=lambda k: (configs.index(k[0]), order[k]))
     out = []
     for cfg, key in keys:
         rs = [r for r in runs if (r["config"], r[keyname]) == (cfg, key)]
@@ -299,6 +340,8 @@ def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
             {
                 "config": cfg,
                 keyname: key,
+                "concurrency": rs[0]["concurrency"],
+                "frontend_us_per_req": med.get("frontend_us_per_req"),
                 "offered_rate": med.get("offered_rate"),
                 "rps": med["rps"],
                 "p50_us": med["p50_us"],
@@ -325,24 +368,79 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     p = res["plan"]
     closed = [r for r in res["runs"] if r["mode"] == "closed"]
 
-    def at(cfg: str, c: int, rnd: int) -> dict[str, Any] | None:
+    def at(cfg: str, shape: str, rnd: int) -> dict[str, Any] | None:
         return next(
-            (r for r in closed if (r["config"], r["concurrency"], r["round"]) == (cfg, c, rnd)),
+            (r for r in closed if (r["config"], r.get("shape"), r["round"]) == (cfg, shape, rnd)),
             None,
         )
 
     rounds = sorted({r["round"] for r in closed})
-    a, b, c = [], [], []
+    shapes = [shape_of(n * k, n) for n, k in p.get("shapes", [])]
+    a, b, c, d = [], [], [], []
+    e: dict[str, list[float]] = {}
+    b_base: dict[str, list[float]] = {}
+    b2: dict[str, list[float]] = {sh: [] for sh in shapes}
     for rnd in rounds:
-        on, off = at("on", TARGET_CONC, rnd), at("off", TARGET_CONC, rnd)
+        on, off = at("on", str(TARGET_CONC), rnd), at("off", str(TARGET_CONC), rnd)
         if on and off and off["rps"] > 0:
             a.append(on["rps"] / off["rps"])
+        floor32 = floor_rows_per_s(res["floor"], p["max_batch_size"], rnd)
         if on:
-            b.append(on["rps"] / floor_rows_per_s(res["floor"], p["max_batch_size"], rnd))
-        on1, off1 = at("on", LATENCY_CONC, rnd), at("off", LATENCY_CONC, rnd)
+            b.append(on["rps"] / floor32)
+        for sh in shapes:
+            on_sh = at("on", sh, rnd)
+            if on_sh:
+                b2[sh].append(on_sh["rps"] / floor32)
+        on1, off1 = at("on", str(LATENCY_CONC), rnd), at("off", str(LATENCY_CONC), rnd)
         if on1 and off1:
             c.append(on1["p50_us"] - off1["p50_us"])
+        # Against the same configuration served by --compare-python (before/after).
+        base1 = at("off" + BASE, str(LATENCY_CONC), rnd)
+        if off1 and base1:
+            d.append(off1["p50_us"] / base1["p50_us"])
+        for sh in [str(TARGET_CONC), *shapes]:
+            now, then = at("on", sh, rnd), at("on" + BASE, sh, rnd)
+            if now and then and then["frontend_us_per_req"] > 0:
+                e.setdefault(sh, []).append(
+                    now["frontend_us_per_req"] / then["frontend_us_per_req"]
+                )
+            if then:
+                b_base.setdefault(sh, []).append(then["rps"] / floor32)
     mbs, tmo = p["max_batch_size"], p["batch_timeout_us"]
+    compared = [
+        *(
+            {
+                "id": "base",
+                "what": f"c={sh}, served by --compare-python: req/s batching on / "
+                f"in-process batch-{mbs} rows/s",
+                "value": B.median(xs),
+                "target": "(before, for reference)",
+                "pass": None,
+                "unit": "",
+            }
+            for sh, xs in b_base.items()
+        ),
+        {
+            "id": "d",
+            "what": f"c={LATENCY_CONC}: p50 batching off / the same served by --compare-python",
+            "value": B.median(d),
+            "target": "<= 1.00 (no slower)",
+            "pass": B.median(d) <= 1.0 if d else None,
+            "unit": "",
+        },
+        *(
+            {
+                "id": "e",
+                "what": f"c={sh} batching on: frontend CPU us/req / the same served by "
+                "--compare-python",
+                "value": B.median(xs),
+                "target": "<= 0.50",
+                "pass": B.median(xs) <= 0.5 if xs else None,
+                "unit": "",
+            }
+            for sh, xs in e.items()
+        ),
+    ]
     out = [
         {
             "id": "a",
@@ -360,6 +458,17 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": B.median(b) >= TARGET_FLOOR_FRACTION if b else None,
             "unit": "",
         },
+        *(
+            {
+                "id": "b'",
+                "what": f"c={sh}: req/s batching on / in-process batch-{mbs} rows/s",
+                "value": B.median(xs),
+                "target": f">= {TARGET_FLOOR_FRACTION:.2f}",
+                "pass": B.median(xs) >= TARGET_FLOOR_FRACTION if xs else None,
+                "unit": "",
+            }
+            for sh, xs in b2.items()
+        ),
         {
             "id": "c",
             "what": f"c={LATENCY_CONC}: p50 batching on - p50 batching off",
@@ -369,7 +478,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             "unit": " us",
         },
     ]
-    return out
+    return out + (compared if res.get("compare_python") else [])
 
 
 def batcher_check(closed: list[dict[str, Any]]) -> list[str]:
@@ -378,18 +487,18 @@ def batcher_check(closed: list[dict[str, Any]]) -> list[str]:
     for s in closed:
         if s["config"] == "on" and s["concurrency"] >= 8 and not s["batches"]:
             out.append(
-                f"WARNING: batching on, c={s['concurrency']}: no batches formed "
+                f"WARNING: batching on, c={s['shape']}: no batches formed "
                 f"({s['errors']} error replies, {B.fmt(s['rps'], 0)} req/s)"
             )
         elif s["config"] == "on" and s["concurrency"] >= 8 and not s["mean_batch"] > 1.05:
             out.append(
-                f"WARNING: batching on, c={s['concurrency']}: mean batch "
+                f"WARNING: batching on, c={s['shape']}: mean batch "
                 f"{B.fmt(s['mean_batch'], 2)} rows over {s['batches']} batches: the batcher "
                 "is not gathering requests"
             )
         if s["config"] == "off" and s["batches"]:
             out.append(
-                f"WARNING: batching off, c={s['concurrency']}: the server still formed "
+                f"WARNING: batching off, c={s['shape']}: the server still formed "
                 f"{s['batches']} batches"
             )
     return out
@@ -400,7 +509,7 @@ def crash_check(runs: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in runs:
         if r.get("workers_replaced"):
-            what = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['fraction']:.0%}"
+            what = f"c={r['shape']}" if r["mode"] == "closed" else f"{r['fraction']:.0%}"
             out.append(
                 f"WARNING: batching {r['config']}, round {r['round']}, {r['mode']} {what}: "
                 f"{r['workers_replaced']} worker(s) replaced during the point (crash or hang; "
@@ -428,7 +537,13 @@ def render(res: dict[str, Any]) -> str:
         f"{res['knobs']['off']['inter']}; batching on = {on_cfg}; closed loop on "
         f"{closed_conns}, open loop on {p['open_connections']} connection(s)"
         f"{' (Poisson arrivals)' if p['poisson'] else ''}; {p['duration']} s per point after "
-        f"{p['warmup']} s warm-up; median of {p['repeat']} rounds",
+        f"{p['warmup']} s warm-up; median of {p['repeat']} rounds"
+        + (
+            f"; `@base` = the same configuration served by `{res['compare_python']}` "
+            "(another ringserve, alternating with this one in every round)"
+            if res.get("compare_python")
+            else ""
+        ),
         "",
         f"In-process floor (TF child, intra {fc.get('intra')}, inter {fc.get('inter')}, "
         f"affinity {fc.get('affinity')}); rows/s = batch / p50:",
@@ -465,13 +580,14 @@ def render(res: dict[str, Any]) -> str:
                 "worker busy %",
                 "frontend cpu %",
                 "worker cpu %",
+                "frontend CPU us/req",
                 "errors",
                 "lost",
             ],
             [
                 [
                     s["config"],
-                    s["concurrency"],
+                    s["shape"],
                     B.fmt(s["rps"], 0),
                     B.fmt(s["p50_us"]),
                     B.fmt(s["p99_us"]),
@@ -483,6 +599,7 @@ def render(res: dict[str, Any]) -> str:
                     B.fmt(s["worker_busy_pct"], 0),
                     B.fmt(s["frontend_cpu_pct"], 0),
                     B.fmt(s["workers_cpu_pct"], 0),
+                    B.fmt(s["frontend_us_per_req"]),
                     s["errors"],
                     s["lost"],
                 ]
@@ -540,7 +657,9 @@ def render(res: dict[str, Any]) -> str:
     lines += ["", "Targets (median over rounds of the per-round figure):", ""]
     for t in targets(res):
         verdict = (
-            "n/a (point not measured)" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
+            ("n/a (point not measured)" if t["id"] != "base" else "-")
+            if t["pass"] is None
+            else ("PASS" if t["pass"] else "FAIL")
         )
         nd = 0 if t["unit"] == " us" else 2
         lines.append(
@@ -581,6 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--concurrency", default="1,8,32,64", help="closed loop (default 1,8,32,64)")
     p.add_argument(
+        "--shapes",
+        default="4x8",
+        help="more closed-loop points, NxK: N connections with K requests in flight on each "
+        "(default 4x8; empty: none)",
+    )
+    p.add_argument(
         "--fractions",
         default="25,50,75,90,100,120",
         help="open-loop rates, percent of the closed-loop maximum (default 25,50,75,90,100,120; "
@@ -593,6 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-max-queue", type=int, default=None, help="[models.batching] max_queue")
     B.add_connections_arg(p)
+    p.add_argument(
+        "--compare-python",
+        default=None,
+        metavar="PYTHON",
+        help="also serve both configurations with this interpreter (a venv holding an "
+        "earlier ringserve), alternating with the current one in every round: "
+        "configurations off@base and on@base",
+    )
     p.add_argument("--open-connections", type=int, default=1, help="open loop (default 1)")
     p.add_argument("--poisson", action="store_true", help="open loop: Poisson arrivals")
     p.add_argument("--max-inflight", type=int, default=4096, help="open loop: generator cap (4096)")

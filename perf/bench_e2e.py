@@ -8,7 +8,7 @@ One run, one process tree:
     `loaded.signatures["serving_default"](x=tf.constant(x))` at batch 1 and 32;
   - starts a real server (ServerProcess, one worker per model unless --instances);
   - in each of --repeat rounds: one floor repetition per model, then batch-1 closed
-    loops at each concurrency over Unix and TCP (perf/loadgen.py, same input).
+    loops at each concurrency over Unix and TCP (`ringserve bench`, same input).
 Every figure is the median over rounds; differences and ratios against the floor are
 computed per round (floor and served from the same minutes), then the median taken.
 
@@ -80,6 +80,18 @@ def server_toml(knobs: ServerKnobs) -> str:
     return "\n".join(keyed.values())
 
 
+class OtherPython(ServerProcess):
+    """A server run by another interpreter (e.g. a venv holding an earlier ringserve,
+    for a before/after comparison in one run); its workers follow it."""
+
+    def __init__(self, python: str, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.python = python
+
+    def argv(self) -> list[str]:
+        return [self.python, *super().argv()[1:]]
+
+
 class Served:
     """A running server: pinned as the plan says, stderr to a log file."""
 
@@ -89,11 +101,13 @@ class Served:
         knobs: ServerKnobs,
         plan: B.PinPlan,
         log_dir: str,
+        python: str | None = None,
     ) -> None:
         self.plan = plan
         self.log_path = Path(log_dir) / f"server-{plan.mode}-{os.getpid()}.log"
         self._log = open(self.log_path, "wb")
-        self.srv = ServerProcess(
+        self.srv = (OtherPython if python else ServerProcess)(
+            *([python] if python else []),
             models_toml(models, knobs, plan.worker),
             server_toml(knobs),
             env={"TF_CPP_MIN_LOG_LEVEL": "2"},

@@ -23,8 +23,9 @@ from typing import Any
 
 import benchlib as B
 import inproc
-import loadgen as LG
 import numpy as np
+
+from ringserve import bench as LG
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from lb import HAProxy, Instance
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             direct = LG.parse_target(insts[0].url)
             via = LG.parse_target(proxy.url)
             for r in range(args.repeat):
-                row: dict[str, Any] = {"round": r}
+                row: dict[Any, Any] = {"round": r}
                 for m in models:
                     row[(m, "floor")] = child.time(m, inputs[(m, 1)], n=args.floor_calls)
                     for c in concs:
@@ -148,7 +149,7 @@ def render(res: dict[str, Any]) -> str:
         *B.machine_lines(res["info"]),
         "",
         "Closed loop, batch 1, one TCP connection per outstanding request "
-        "(perf/loadgen.py); medians of "
+        "(`ringserve bench`); medians of "
         f"{len(res['rounds'])} rounds; ratios and differences taken per round. "
         "HAProxy runs configs/haproxy/ringserve.cfg (TCP mode, leastconn) in front of "
         "two instances with one worker each; direct is one such instance. Sessions "

@@ -14,7 +14,7 @@ Sections (all by default; choose with --only a,b,c,d,cpu):
      and 64 B through the ring alone (no record layer); bandwidth at 16 MiB as a
      fraction of memcpy, small records as a multiple of the fastest wake-up of (a).
   c  a plain uvloop length-prefixed msgpack echo server (separate process): round trip
-     over Unix and TCP at 64 B and 3 KiB, concurrency 1, driven by perf/loadgen.py.
+     over Unix and TCP at 64 B and 3 KiB, concurrency 1, driven by `ringserve bench`.
   d  end to end (perf/bench_e2e.py's pieces): served p50 at concurrency 1 minus the
      in-process TF p50, over Unix and TCP, against the echo round trip of the same
      transport measured in the same rounds: overhead - echo_rtt (target <= 50 us).

@@ -1,7 +1,7 @@
 """What the server did during one load point: `stats` deltas and /proc CPU use.
 
     with ServerWatch(served, "demo") as w:
-        r = loadgen.closed_loop(...)
+        r = ringserve.bench.closed_loop(...)
     row.update(w.figures())
 
 Figures (all over the time between the two `stats` reads, warm-up included):
@@ -99,5 +99,6 @@ class ServerWatch:
                 u.get("cpu_pct_sched", 0.0) for p, u in use.items() if p != front
             ),
             "workers_replaced": len(b0.keys() - b1.keys()),
+            "wall_s": wall,
             **batch_delta(self.s0, self.s1, self.model),
         }

@@ -1,0 +1,179 @@
+"""Where the frontend's time goes under load: py-spy samples of the server process
+during bench_batching's c=32 batched closed loop, summed per function.
+
+One run: builds the demo MLP, starts one server with [models.batching] as
+bench_batching's "on" configuration, drives --concurrency requests in flight on
+--connections connections (`ringserve bench`'s closed loop, in this process) and,
+after --warmup seconds, records the server process (the supervisor and frontend, one
+process) with `py-spy record --format raw --nonblocking` for --duration seconds.
+The frontend's CPU per request comes from its own counters: CPU seconds of the
+process (/proc schedstat) over the requests the `stats` op counted, both read just
+before and after the recording.
+
+Prints two tables: self time (samples whose innermost frame is the function) and
+inclusive time (samples with the function anywhere on the stack), as a percent of the
+samples of the loop's thread (idle samples included: py-spy's --idle).
+
+    pip install py-spy
+    python perf/profile_frontend.py                       # c=32 on 1 connection
+    python perf/profile_frontend.py --connections 4       # the 4 x 8 shape
+    python perf/profile_frontend.py --out perf/profiles/before-c32.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import bench_batching as BB
+import bench_e2e as E
+import benchlib as B
+import inproc
+
+from ringserve import bench as LG
+
+IDLE_FRAMES = ("select (selectors.py", "poll (", "epoll_wait", "run_forever", "_run_once")
+
+
+def parse_raw(text: str) -> tuple[collections.Counter[str], collections.Counter[str], int]:
+    """Self and inclusive sample counts per function from py-spy's raw (collapsed)
+    output: `frame;frame;...;frame count` per line, outermost first."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in text.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        k = int(n)
+        total += k
+        frames = [_short(f) for f in stack.split(";")]
+        if frames:
+            own[frames[-1]] += k
+        for f in set(frames):
+            incl[f] += k
+    return own, incl, total
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/file.py:123)` -> `func (file.py)`: lines merged per function."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    short = "/".join(parts[-2:]) if len(parts) >= 2 else path
+    return f"{name} ({short})"
+
+
+def render(
+    own: collections.Counter[str], incl: collections.Counter[str], total: int, top: int
+) -> str:
+    def table(c: collections.Counter[str]) -> str:
+        rows = [[f"`{f}`", n, B.fmt(100 * n / max(1, total))] for f, n in c.most_common(top)]
+        return B.md_table(["function", "samples", "% of samples"], rows)
+
+    return "\n".join(
+        [
+            f"Self time (innermost frame), top {top} of {total} samples:",
+            "",
+            table(own),
+            "",
+            f"Inclusive time (anywhere on the stack), top {top}:",
+            "",
+            table(incl),
+        ]
+    )
+
+
+def run(args: argparse.Namespace) -> str:
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy not found: pip install py-spy")
+    p = BB.plan_of(BB.build_parser().parse_args(["--quick"]))
+    p.max_batch_size, p.batch_timeout_us = args.max_batch_size, args.batch_timeout_us
+    knobs = E.ServerKnobs(1, 1, 1, [], BB.batching_lines(p))
+    with tempfile.TemporaryDirectory(prefix="rsprofile-") as tmp:
+        paths = inproc.build_models(tmp)
+        inputs = inproc.make_inputs(Path(tmp), [1])
+        tpl = E.templates(["demo"], inputs)["demo"]
+        served = E.Served({"demo": paths["demo"]}, knobs, B.pin_plan("none"), tmp)
+        served.start()
+        try:
+            out: dict[str, Any] = {}
+
+            def record() -> None:
+                time.sleep(args.warmup)
+                s0, c0 = served.stats(), B.proc_sched_ns(served.pid)
+                r = subprocess.run(
+                    [spy, "record", "--pid", str(served.pid), "--format", "raw",
+                     "--nonblocking", "--idle", "--rate", str(args.rate),
+                     "--duration", str(int(args.duration)), "--output", f"{tmp}/raw.txt"],
+                    capture_output=True, text=True, timeout=args.duration + 60,
+                )  # fmt: skip
+                s1, c1 = served.stats(), B.proc_sched_ns(served.pid)
+                out["spy_rc"], out["spy_err"] = r.returncode, r.stderr[-2000:]
+                m0, m1 = s0["models"]["demo"], s1["models"]["demo"]
+                out["requests"] = int(m1["requests"]) - int(m0["requests"])
+                out["cpu_s"] = (c1 - c0) / 1e9
+
+            th = threading.Thread(target=record)
+            th.start()
+            r = LG.closed_loop(
+                served.targets()["unix"],
+                tpl,
+                concurrency=args.concurrency,
+                connections=args.connections,
+                duration_s=args.warmup + args.duration + 1.0,
+                warmup_s=0.0,
+            )
+            th.join()
+        finally:
+            served.stop()
+        raw = Path(f"{tmp}/raw.txt").read_text() if Path(f"{tmp}/raw.txt").exists() else ""
+    if not raw:
+        raise SystemExit(f"py-spy recorded nothing (rc {out.get('spy_rc')}): {out.get('spy_err')}")
+    own, incl, total = parse_raw(raw)
+    n = max(1, out["requests"])
+    head = (
+        f"profile_frontend: {B.now_utc()}; demo MLP, batch-1 requests over unix, "
+        f"c={args.concurrency} on {args.connections} connection(s), batching max_batch_size "
+        f"{args.max_batch_size}, batch_timeout_us {args.batch_timeout_us}; py-spy "
+        f"{args.rate}/s for {args.duration} s after {args.warmup} s; load average "
+        f"{B.machine_info().get('loadavg', '?')}\n\n"
+        f"Load: {r.rps:.0f} req/s over the whole run (p50 {r.p50_us:.0f} us); during the "
+        f"recording the frontend served {out['requests']} requests using "
+        f"{out['cpu_s']:.2f} CPU s: {1e6 * out['cpu_s'] / n:.1f} CPU us per request "
+        "(py-spy's sampling included).\n"
+    )
+    return head + "\n" + render(own, incl, total, args.top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python perf/profile_frontend.py", description=__doc__)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--connections", type=int, default=1)
+    ap.add_argument("--max-batch-size", type=int, default=32)
+    ap.add_argument("--batch-timeout-us", type=int, default=1000)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds recorded")
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--rate", type=int, default=250, help="py-spy samples a second")
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--out", default=None, help="also write the report to this file")
+    args = ap.parse_args(argv)
+    text = run(args)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
