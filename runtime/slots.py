@@ -1,0 +1,53 @@
+"""What every part of the supervisor shares: a wanted worker position (`Slot`), its
+log line and the last resort of killing a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .config import ModelConfig
+from .placement import Placement
+from .workers import WorkerHandle
+
+UNAVAILABLE = "UNAVAILABLE"
+STOPPING = "server is stopping"
+
+
+def log(text: str) -> None:
+    sys.stderr.write(f"ringserve: {text}\n")
+    sys.stderr.flush()
+
+
+def kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass(eq=False)
+class Slot:
+    """One wanted worker position (model, version, index) across its restarts."""
+
+    model: ModelConfig
+    version: int
+    placement: Placement
+    handle: WorkerHandle | None = None
+    failures: int = 0
+    restarts: int = 0
+    retry: asyncio.TimerHandle | None = None
+    wanted: bool = True
+    replacing: bool = False  # a successor with a new placement is on its way
+    ready_once: bool = False
+    last_error: str = ""
+    started: float = field(default_factory=time.monotonic)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
