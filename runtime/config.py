@@ -11,140 +11,44 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .configkeys import (
+    BATCH_KEYS,
+    INSTANCE_KEYS,
+    MODEL_KEYS,
+    OVERRIDE_KEYS,
+    SERVER_KEYS,
+    Batching,
+    Config,
+    GroupConfig,
+    Instances,
+    ModelConfig,
+    ServerConfig,
+    VersionPolicy,
+    WorkerOverride,
+)
+
+__all__ = [
+    "Batching",
+    "Config",
+    "ConfigError",
+    "GroupConfig",
+    "Instances",
+    "ModelConfig",
+    "ServerConfig",
+    "VersionPolicy",
+    "WorkerOverride",
+    "demo_config",
+    "list_versions",
+    "load",
+    "parse",
+]
 
 
 class ConfigError(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    kind: str  # "latest" | "all" | "specific"
-    latest: int = 1
-    specific: tuple[int, ...] = ()
-
-    def select(self, available: list[int]) -> list[int]:
-        """The versions to serve among those found on disk (ascending)."""
-        found = sorted(available)
-        if self.kind == "all":
-            return found
-        if self.kind == "specific":
-            return [v for v in found if v in self.specific]
-        return found[-self.latest :] if found else []
-
-    def describe(self) -> Any:
-        if self.kind == "specific":
-            return {"specific": list(self.specific)}
-        if self.kind == "latest" and self.latest != 1:
-            return {"latest": self.latest}
-        return self.kind
-
-
-@dataclass(frozen=True)
-class WorkerOverride:
-    """Per-worker settings that replace the group's (e.g. one worker per NUMA node)."""
-
-    device: str | None = None
-    intra_op_threads: int | None = None
-    inter_op_threads: int | None = None
-    cpu_affinity: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Instances:
-    count: int = 1
-    devices: tuple[str, ...] = ("cpu",)
-    intra_op_threads: int = 1
-    inter_op_threads: int = 1
-    cpu_affinity: tuple[tuple[int, ...], ...] = ()
-    gpu_memory_mb: int = 0
-    gpu_memory_fraction: float = 0.0
-    workers: tuple[WorkerOverride, ...] = ()
-
-
-@dataclass(frozen=True)
-class Batching:
-    max_batch_size: int = 32
-    batch_timeout_us: int = 1000
-    allowed_batch_sizes: tuple[int, ...] = ()
-    max_queue: int = 1024
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    base_path: Path
-    version_policy: VersionPolicy = VersionPolicy("latest")
-    instances: Instances = Instances()
-    batching: Batching | None = None
-    max_queue: int = 1024
-    version_labels: tuple[tuple[str, int], ...] = ()
-    # Serving workers a new version needs before the one it replaces is unloaded;
-    # 0 means all of instances.count.
-    min_available_during_swap: int = 0
-
-    @property
-    def swap_threshold(self) -> int:
-        return self.min_available_during_swap or self.instances.count
-
-
-@dataclass(frozen=True)
-class GroupConfig:
-    """Models that share worker processes: one placement, every model in each worker."""
-
-    name: str
-    models: tuple[str, ...]
-    instances: Instances = Instances()
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    tcp: str = "127.0.0.1:8700"
-    unix: str = "/run/ringserve/ringserve.sock"
-    unix_mode: int = 0o660
-    max_frame_bytes: int = 256 * 1024 * 1024
-    metrics: str = ""
-    http: str = ""
-    http_idle_timeout_seconds: float = 75.0
-    auth_token_file: str = ""
-    name: str = "default"
-    ring_bytes: int = 64 * 1024 * 1024
-    max_inflight_per_connection: int = 1024
-    worker_inflight: int = 2
-    default_timeout_ms: int = 0
-    grace_seconds: float = 30.0
-    drain_delay_seconds: float = 0.0
-    heartbeat_timeout_seconds: float = 60.0
-    version_poll_seconds: float = 5.0
-    worker_start_timeout_seconds: float = 120.0
-    max_spin_us: int = 1000
-    model_config_file: str = ""
-    batching_parameters_file: str = ""
-    enable_batching: bool = False
-    # Input limits (docs/security.md): every one is a bound on what a client can make
-    # the server hold or compute before it has proved anything.
-    max_connections: int = 256
-    max_frame_bytes_before_auth: int = 8192
-    handshake_timeout_seconds: float = 10.0
-    frame_timeout_seconds: float = 60.0
-    max_tensor_rank: int = 32
-    max_regions_per_connection: int = 64
-    max_region_bytes_per_connection: int = 1 << 30
-
-
-@dataclass(frozen=True)
-class Config:
-    server: ServerConfig = ServerConfig()
-    models: tuple[ModelConfig, ...] = ()
-    path: str = "<defaults>"
-    notes: tuple[str, ...] = ()  # fields of TF Serving files accepted and ignored: logged
-    groups: tuple[GroupConfig, ...] = ()
-
-    def group_of(self, model: str) -> GroupConfig | None:
-        return next((g for g in self.groups if model in g.models), None)
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -253,11 +157,8 @@ def parse(
     return Config(server=server, models=models, path=path, notes=tuple(notes), groups=groups)
 
 
-_SERVER_KEYS = set(ServerConfig.__dataclass_fields__)
-
-
 def _server(v: _V, raw: Any) -> ServerConfig:
-    t = v.table("server", raw, _SERVER_KEYS)
+    t = v.table("server", raw, SERVER_KEYS)
     d = ServerConfig()
     out: dict[str, Any] = {}
     for k in ("tcp", "metrics", "http"):
@@ -339,23 +240,8 @@ def _hostport(v: _V, key: str, s: Any) -> str:
     return s
 
 
-_MODEL_KEYS = {
-    "name",
-    "base_path",
-    "version_policy",
-    "instances",
-    "batching",
-    "max_queue",
-    "min_available_during_swap",
-    "version_labels",
-}
-_INSTANCE_KEYS = set(Instances.__dataclass_fields__)
-_BATCH_KEYS = set(Batching.__dataclass_fields__)
-_OVERRIDE_KEYS = set(WorkerOverride.__dataclass_fields__)
-
-
 def _model(v: _V, k: str, raw: Any, base_dir: Path | None) -> ModelConfig:
-    t = v.table(k, raw, _MODEL_KEYS)
+    t = v.table(k, raw, MODEL_KEYS)
     if "name" not in t:
         raise v.fail(f"{k}.name", "a model name", "<absent>")
     name = v.str_(f"{k}.name", t["name"])
@@ -372,7 +258,7 @@ def _model(v: _V, k: str, raw: Any, base_dir: Path | None) -> ModelConfig:
     inst = _instances(v, f"{k}.instances", t.get("instances", {}))
     batching = None
     if "batching" in t:
-        bt = v.table(f"{k}.batching", t["batching"], _BATCH_KEYS)
+        bt = v.table(f"{k}.batching", t["batching"], BATCH_KEYS)
         d = Batching()
         mbs = v.int_(f"{k}.batching.max_batch_size", bt.get("max_batch_size", d.max_batch_size), 1)
         allowed = bt.get("allowed_batch_sizes", [])
@@ -393,7 +279,7 @@ def _model(v: _V, k: str, raw: Any, base_dir: Path | None) -> ModelConfig:
             allowed_batch_sizes=sizes,
             max_queue=v.int_(f"{k}.batching.max_queue", bt.get("max_queue", d.max_queue), 1),
         )
-    max_queue = v.int_(f"{k}.max_queue", t.get("max_queue", 1024), 1)
+    max_queue = v.int_(f"{k}.max_queue", t.get("max_queue", ModelConfig.max_queue), 1)
     if batching is not None:
         max_queue = batching.max_queue
     swap = v.int_(
@@ -464,7 +350,7 @@ def _device(v: _V, key: str, d: Any) -> str:
 
 
 def _instances(v: _V, key: str, raw: Any) -> Instances:
-    t = v.table(key, raw, _INSTANCE_KEYS)
+    t = v.table(key, raw, INSTANCE_KEYS)
     d = Instances()
     count = v.int_(f"{key}.count", t.get("count", d.count), 1, 256)
     devices = t.get("devices", list(d.devices))
@@ -486,7 +372,7 @@ def _instances(v: _V, key: str, raw: Any) -> Instances:
     overrides = []
     for j, w in enumerate(workers_raw):
         wk = f"{key}.workers[{j}]"
-        wt = v.table(wk, w, _OVERRIDE_KEYS)
+        wt = v.table(wk, w, OVERRIDE_KEYS)
         overrides.append(
             WorkerOverride(
                 device=_device(v, f"{wk}.device", wt["device"]) if "device" in wt else None,

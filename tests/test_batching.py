@@ -83,12 +83,17 @@ def test_batched_replies_equal_unbatched_for_every_dtype(batched: ServerProcess)
 def test_padding_to_allowed_sizes(batched: ServerProcess) -> None:
     x = np.random.default_rng(9).standard_normal((3, 16)).astype(np.float32)
     with Client(batched.unix_url) as c:
-        pad0 = c.stats()["models"]["linear"]["padding_rows"]
+        st0 = c.stats()["models"]["linear"]
         y = c.infer("linear", {"x": x})["y"]  # 3 rows alone -> padded to 4
         st = c.stats()["models"]["linear"]
     assert y.shape == (3, 4)
-    assert st["padding_rows"] - pad0 == 1, st
-    assert "4" in st["batch_sizes"] or "3" in st["batch_sizes"]
+    # allowed_batch_sizes = [2, 4, 8]: one batch of 3 request rows, padded with
+    # exactly one zero row to 4 (batch_sizes counts the request rows of each batch).
+    assert st["batches"] - st0["batches"] == 1, st
+    sizes0 = st0["batch_sizes"]
+    grew = {k: n - sizes0.get(k, 0) for k, n in st["batch_sizes"].items()}
+    assert {k: n for k, n in grew.items() if n} == {"3": 1}, (st0, st)
+    assert st["padding_rows"] - st0["padding_rows"] == 1, st
 
 
 def test_too_large_for_max_batch_size_is_refused(batched: ServerProcess) -> None:
