@@ -56,6 +56,7 @@ class Link:
         self.busy_until = 0.0
         self.service = Service()
         self.room = True  # False: the ring is full, submit refuses
+        self.group = ""  # a model's own worker, not a group's (fairness.py)
 
 
 class Timers:
