@@ -21,6 +21,7 @@ from ringserve.ipc.errors import ProtocolError, clip
 from ringserve.ipc.requests import InferRequest, decode_infer
 
 from .drain import ANSWERED_WHILE_DRAINING, STOPPING_MESSAGE
+from .listened import Listened
 from .regions import Regions
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ _UCRED = struct.Struct("3i")  # pid, uid, gid
 SERVICE_EVERY = 16
 
 
-class Connection(asyncio.BufferedProtocol):
+class Connection(Listened, asyncio.BufferedProtocol):
     def __init__(self, frontend: Frontend, kind: str) -> None:
         self.frontend = frontend
         self.kind = kind  # "tcp" | "unix"
@@ -93,16 +94,15 @@ class Connection(asyncio.BufferedProtocol):
         fe = self.frontend
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"{self.kind} socket"
-        cap = fe.settings.max_connections
-        if fe.open_count[self.kind] >= cap:
+        cap = self._full()
+        if cap is not None:
             self.limit_close(
                 "max_connections",
                 f"{cap} connections already open on the {self.kind} listener",
                 E.RESOURCE_EXHAUSTED,
             )
             return
-        fe.open_count[self.kind] += 1
-        self.counted = True
+        self._take_place()
         fe.connections.add(self)
         fe.watchdog.watch(self)
         if self.regions is not None:
@@ -110,21 +110,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.counted:
-            self.counted = False
-            self.frontend.open_count[self.kind] -= 1
+        self._give_place()
         self.frontend.connections.discard(self)
         self.frontend.dispatcher.cancel_connection(self)
         if self.regions is not None:
             self.regions.close()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._update_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._discard is not None:

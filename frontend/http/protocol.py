@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from ..listened import Listened
 from .router import JSON, Request, Response, Router, error
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class _Refuse(Exception):
         self.resp = resp
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(Listened, asyncio.Protocol):
     def __init__(self, frontend: Frontend, router: Router, kind: str) -> None:
         self.frontend = frontend
         self.router = router
@@ -101,8 +102,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         fe = self.frontend
-        cap = fe.settings.max_connections
-        if fe.open_count.get(self.kind, 0) >= cap:
+        cap = self._full()
+        if cap is not None:
             # As on the msgpack listeners: refused before anything is read.
             self.counted = False
             self._refuse(
@@ -112,17 +113,14 @@ class HttpConnection(asyncio.Protocol):
                 )
             )
             return
-        fe.open_count[self.kind] = fe.open_count.get(self.kind, 0) + 1
-        self.counted = True
+        self._take_place()
         fe.connections.add(self)
         self._opened = self._last = self.loop.time()
         self._arm(self._opened)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.counted:
-            self.counted = False
-            self.frontend.open_count[self.kind] -= 1
+        self._give_place()
         self.frontend.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -130,14 +128,6 @@ class HttpConnection(asyncio.Protocol):
             self.waiting.clear()
             self.frontend.dispatcher.cancel_connection(self)
         self.pipeline.clear()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._update_reading()
 
     @property
     def inflight(self) -> int:
