@@ -84,6 +84,15 @@ def rest(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "ring_bytes = 1048576\nmax_frame_bytes = 1048576",
     )
     with proc:
+        # Ready means every model serves a version; these tests also read the states
+        # of every version, so they wait until each has loaded (none is meant to fail).
+        deadline = time.monotonic() + 120
+        with Client(proc.unix_url) as c:
+            while not all(
+                v["state"] == "AVAILABLE" for m in c.models() for v in m["version_states"].values()
+            ):
+                assert time.monotonic() < deadline, f"versions not all loaded: {c.models()}"
+                time.sleep(0.1)
         yield Rest(proc, port, root, model_root)
 
 
