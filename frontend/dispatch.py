@@ -36,9 +36,15 @@ from .replies import Replies
 from .settings import FrontendSettings
 from .stats import ModelStats
 
-# How long before a known event (a batch due) the frontend stops sleeping and spins:
-# a loop woken by a timer on a small VM is tens of microseconds late.
-SPIN_LEAD_S = 150e-6
+# How long before a known event (a batch due, a completion expected) the frontend
+# stops sleeping and spins: a loop woken by a timerfd on a small VM is late by about
+# this much in the median (perf/RESULTS.md), so the spin that follows is short.
+SPIN_LEAD_S = 30e-6
+# A sleep shorter than this is not worth the timer's system calls: spin through it.
+MIN_SLEEP_S = 40e-6
+# Of a running record's expected time, the share slept through before spinning for its
+# completion: the estimate is a mean, and a record often ends sooner.
+WAKE_SHARE = 0.6
 
 __all__ = [
     "HANDOVER_S",
@@ -320,9 +326,11 @@ class Dispatcher:
         The spin catches two things early: a completion, and a batch that is due. A
         worker holding all the records it may (its next one is ready in its ring)
         idles no less if its completion is seen a wake-up later, and says when through
-        its eventfd; a batch due later than SPIN_LEAD_S from now is waited for asleep,
-        on the fine timer. Anything else (a completion that decides what a worker does
-        next) is spun for, as before."""
+        its eventfd. A batch due is waited for asleep on the fine timer until just
+        before it is due; a completion that decides what a worker does next is slept
+        for through the first WAKE_SHARE of its expected time, then spun for. On two
+        cores a spinning frontend takes CPU from the worker and the clients it waits
+        for, so it spins only where a wake-up would come too late."""
         at = math.inf
         due = self.batcher.due
         for link in self.links:
@@ -331,12 +339,15 @@ class Dispatcher:
             m = self.registry.models.get(link.model)
             v = m.versions.get(link.version) if m is not None else None
             d = due.get(id(v)) if v is not None else None
-            if d is None:
-                return None
-            at = min(at, d[0])
+            if d is not None:
+                at = min(at, d[0])
+            elif link.busy_until > now:
+                at = min(at, now + WAKE_SHARE * (link.busy_until - now))
+            else:
+                return None  # late, or nothing learned yet: it may end any moment
         for when, _ in due.values():
             at = min(at, when)
-        if at - now < 2 * SPIN_LEAD_S:
+        if at - now < SPIN_LEAD_S + MIN_SLEEP_S:
             return None
         return at - SPIN_LEAD_S
 
