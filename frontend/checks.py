@@ -159,10 +159,17 @@ def check_timeout(timeout: Any, default_ms: float) -> Any:
 def check_rows(p: Pending, max_batch_size: int) -> None:
     """Set the request's batch rows and batch key (when every input shares a first
     dimension), and refuse more rows than a batch may hold."""
-    dims = {t[2][0] if t[2] else None for t in p.tensors}
-    if len(dims) == 1 and None not in dims:
-        p.rows = dims.pop()
-        p.key = (p.sig, tuple(p.wanted or ()), *((t[0], tuple(t[2][1:])) for t in p.tensors))
+    ts = p.tensors
+    if len(ts) == 1:  # the common case, without the set and the generator
+        shape = ts[0][2]
+        if shape:
+            p.rows = shape[0]
+            p.key = (p.sig, tuple(p.wanted or ()), (ts[0][0], tuple(shape[1:])))
+    else:
+        dims = {t[2][0] if t[2] else None for t in ts}
+        if len(dims) == 1 and None not in dims:
+            p.rows = dims.pop()
+            p.key = (p.sig, tuple(p.wanted or ()), *((t[0], tuple(t[2][1:])) for t in ts))
     if max_batch_size and p.rows is not None and p.rows > max_batch_size:
         name = p.tensors[0][0]
         raise ProtocolError(

@@ -210,7 +210,7 @@ class Dispatcher:
             timeout_ms = msg.get("timeout_ms")
         timeout = checks.check_timeout(timeout_ms, self.settings.default_timeout_ms)
         checks.check_rows(p, ms.max_batch_size)
-        if not v.serving_links():
+        if not v.has_serving_link():
             raise ProtocolError(
                 E.UNAVAILABLE, f"model {model.name!r} version {v.number}: no live worker"
             )

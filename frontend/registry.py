@@ -33,6 +33,13 @@ class VersionState:
     def serving_links(self) -> list[WorkerLink]:
         return [ln for ln in self.links if ln.serving]
 
+    def has_serving_link(self) -> bool:
+        """`serving_links()` is not empty, without building it (asked per request)."""
+        for ln in self.links:
+            if ln.serving:
+                return True
+        return False
+
 
 @dataclass(eq=False)
 class ModelState:
@@ -52,11 +59,13 @@ class ModelState:
         return UNAVAILABLE_STATE if self.versions or self.message else LOADING
 
     def newest_available(self) -> VersionState | None:
-        for n in sorted(self.versions, reverse=True):
-            v = self.versions[n]
-            if v.state == AVAILABLE:
-                return v
-        return None
+        # A scan, not a sort: asked for every request that names no version.
+        best: VersionState | None = None
+        top = -1
+        for n, v in self.versions.items():
+            if n > top and v.state == AVAILABLE:
+                best, top = v, n
+        return best
 
     def resolve(self, version: int | None) -> VersionState:
         if version is None:
