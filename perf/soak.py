@@ -63,7 +63,7 @@ import posix_ipc
 
 from ringserve.client import Client, SharedRegion
 from ringserve.client.common import infer_request
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 from ringserve.runtime.launch import ServerProcess
 
 BANK_ROWS = 64
@@ -438,7 +438,7 @@ def raw_socket(url: str) -> socket.socket:
 
 def read_until_close(s: socket.socket, stop_after_id: int | None = None) -> bool:
     """Read replies until the server closes, or until the reply with that id."""
-    dec = wire.FrameDecoder(1 << 30)
+    dec = framereader.FrameDecoder(1 << 30)
     while True:
         data = s.recv(65536)
         if not data:
