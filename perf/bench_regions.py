@@ -179,6 +179,17 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print(body)
+    C.write_json(
+        args.json,
+        {
+            "n": n,
+            "repeat": args.repeat,
+            # p50 us of each run; JSON keys are strings: "MiB|mode".
+            "served": {f"{mb}|{mode}": v for (mb, mode), v in runs.items()},
+            "floor": floor,
+            "copies_memcpy_preadv_us": copies,
+        },
+    )
     bad = any(B.median(runs[(mb, "shm in")]) > B.median(runs[(mb, "bytes")]) for mb in sizes)
     if bad:
         sys.stderr.write("shm input slower than bytes at some size\n")
