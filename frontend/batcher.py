@@ -206,6 +206,8 @@ class Batcher:
                 break
             self.in_hand = None
             submitted = True
+        if not q:
+            self.counted.pop(id(v), None)  # holds requests (their tensors) no longer queued
         return submitted
 
     def may_fill(self, v: VersionState, max_rows: int) -> bool:
