@@ -25,7 +25,7 @@ from types import TracebackType
 
 import msgpack
 
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 
 from .loops import run_async
 from .target import Target, parse_target
@@ -37,7 +37,7 @@ READY_TIMEOUT_S = 30.0
 class _Echo(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t: asyncio.Transport = transport  # type: ignore[assignment]
-        self.dec = wire.FrameDecoder(MAX_FRAME)
+        self.dec = framereader.FrameDecoder(MAX_FRAME)
 
     def data_received(self, data: bytes) -> None:
         out = []

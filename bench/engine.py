@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 
 from .frames import RequestTemplate
 from .target import Target
@@ -155,7 +155,7 @@ class Conn(asyncio.Protocol):
         self.depth = depth  # closed loop: requests kept in flight on this connection
         self.inflight = 0
         self.transport: asyncio.Transport | None = None
-        self.dec = wire.FrameDecoder(1 << 31)
+        self.dec = framereader.FrameDecoder(1 << 31)
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.setup_reply: asyncio.Future[dict[str, Any]] | None = None
 

@@ -82,7 +82,21 @@ async def _close_window(window: Window | None, begin: asyncio.Task[None] | None)
     await window.end()
 
 
-def _close(conns: list[Conn]) -> None:
+async def _wait_done(run: Run, timeout_s: float) -> None:
+    """Until every request is answered (`run.done`), `timeout_s` at most."""
+    assert run.done is not None
+    try:
+        await asyncio.wait_for(asyncio.shield(run.done), timeout_s)
+    except TimeoutError:
+        pass
+
+
+def _stop(ticker: Ticker | None, begin: asyncio.Task[None] | None, conns: list[Conn]) -> None:
+    """Whatever happened: no more ticks, no window begun late, connections closed."""
+    if ticker is not None:
+        ticker.cancel()
+    if begin is not None and not begin.done():
+        begin.cancel()
     for c in conns:
         if c.transport is not None:
             c.transport.close()
@@ -141,27 +155,15 @@ async def closed_loop_async(
             begin = loop.create_task(_begin_later(window, warmup_s))
         for c in conns:
             c.fill()
-        try:
-            await asyncio.wait_for(asyncio.shield(run.done), hard)
-        except TimeoutError:
-            pass
+        await _wait_done(run, hard)
         run.sending = False
         if run.stop_ns is None:
             run.stop_ns = time.perf_counter_ns()
         if run.sent_at:  # past the grace period: give up on these
-            try:
-                await asyncio.wait_for(asyncio.shield(run.done), GRACE_S)
-            except TimeoutError:
-                pass
+            await _wait_done(run, GRACE_S)
         await _close_window(window, begin)
     finally:
-        if ticker is not None:
-            ticker.cancel()
-        if begin is not None and not begin.done():
-            begin.cancel()
-        _close(conns)
-    end = time.perf_counter_ns()
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        _stop(ticker, begin, conns)
     run.lost = len(run.sent_at)
     window_end = run.stop_ns if duration_s is not None and count is None else run.last_done
     window_start = run.measure_from if run.first_measured is None else run.first_measured
@@ -175,9 +177,7 @@ async def closed_loop_async(
         None,
         window_start,
         window_end,
-        end,
         ru0,
-        ru1,
     )
 
 
@@ -191,10 +191,11 @@ def _result(
     rate: float | None,
     w0: int,
     w1: int,
-    end: int,
     ru0: Any,
-    ru1: Any,
 ) -> LoadResult:
+    """The point's figures, at its end: the client's CPU time is from `ru0` to now."""
+    end = time.perf_counter_ns()
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     lat_us = np.asarray(run.lat, dtype=np.float64) / 1e3
     pct = percentiles(lat_us)
     window = max(1e-9, (w1 - w0) / 1e9)
@@ -372,16 +373,10 @@ async def open_loop_async(
         ticker = Ticker(loop, tick, tick_interval_s)
         if window is not None:
             begin = loop.create_task(_begin_later(window, warmup_s + 0.001))
-        try:
-            await asyncio.wait_for(asyncio.shield(run.done), total_s + 2 + GRACE_S)
-        except TimeoutError:
-            pass
+        await _wait_done(run, total_s + 2 + GRACE_S)
         await _close_window(window, begin)
     finally:
-        if ticker is not None:
-            ticker.cancel()
-        if begin is not None and not begin.done():
-            begin.cancel()
+        _stop(ticker, begin, conns)
         if tfd is not None:
             try:
                 loop.remove_reader(tfd.fd)
@@ -389,9 +384,6 @@ async def open_loop_async(
                 pass
             tfd.close()
         set_timer_slack(old_slack)
-        _close(conns)
-    end = time.perf_counter_ns()
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     run.lost = len(run.sent_at) + state["skipped"] + (n - state["i"])
     w1 = run.measure_from + int(duration_s * 1e9)
     r = _result(
@@ -404,9 +396,7 @@ async def open_loop_async(
         rate,
         run.measure_from,
         w1,
-        end,
         ru0,
-        ru1,
     )
     # Achieved throughput: the window's replies over the time they took to arrive (equal
     # to the offered rate below saturation, the server's capacity above it).

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def call(
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(target.address)
-        dec = wire.FrameDecoder(1 << 30)
+        dec = framereader.FrameDecoder(1 << 30)
         msgs = ([{"id": 1, "op": "auth", "token": token}] if token else []) + [
             {"id": 2, "op": op, **fields}
         ]

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 
 from .common import infer_request, outputs, parse_address, result
 from .errors import ConnectionClosed
@@ -36,7 +36,7 @@ class _Connection:
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
-        dec = wire.FrameDecoder(1 << 31)
+        dec = framereader.FrameDecoder(1 << 31)
         try:
             while True:
                 data = await self.reader.read(1 << 20)

@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 
 from .common import infer_request, parse_address, result
 from .common import outputs as outputs_of
@@ -86,7 +86,7 @@ class Client:
     def _open(self, address: str) -> socket.socket:
         sock = _connect(address, self.timeout)
         self.sock = sock
-        self._dec = wire.FrameDecoder(1 << 31)
+        self._dec = framereader.FrameDecoder(1 << 31)
         self._ready: dict[int | None, dict[str, Any]] = {}
         self._broken = False
         try:

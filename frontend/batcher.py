@@ -14,6 +14,7 @@ Time comes from `clock` and timers from `call_later`, and records leave through
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,6 +97,9 @@ class Batcher:
         self.due: dict[int, tuple[float, VersionState]] = {}
         # The requests being placed right now, failed by the caller if a step raises.
         self.in_hand: list[Pending] | None = None
+        # Per version waiting for company: (head, last, requests, rows) of its queue
+        # when last counted (see may_fill).
+        self.counted: dict[int, tuple[Pending, Pending, int, int]] = {}
 
     # ---- the just-in-time estimate -------------------------------------------------
     def sent(self, link: WorkerLink, rows: int) -> float:
@@ -185,11 +189,11 @@ class Batcher:
                 # finish: it never idles, and the batch takes in whatever arrives
                 # until then. An idle one gets what is queued at once.
                 busy_for = link.busy_until - now - HANDOVER_S if link.inflight else 0.0
-                if wait > 0 and busy_for > 0 and len(q) < ms.max_batch_size:
-                    # Too few requests to fill a batch (each has a row or more): wait,
-                    # without scanning the queue on every arrival.
+                if wait > 0 and busy_for > 0 and not self.may_fill(v, ms.max_batch_size):
+                    # Too few rows to fill a batch: wait.
                     self.batch_later(v, min(wait, busy_for), wait)
                     break
+                self.counted.pop(id(v), None)
                 parts, rows = gather(q, ms.max_batch_size)
                 if rows < ms.max_batch_size and wait > 0 and busy_for > 0:
                     self.batch_later(v, min(wait, busy_for), wait)
@@ -202,7 +206,29 @@ class Batcher:
                 break
             self.in_hand = None
             submitted = True
+        if not q:
+            self.counted.pop(id(v), None)  # holds requests (their tensors) no longer queued
         return submitted
+
+    def may_fill(self, v: VersionState, max_rows: int) -> bool:
+        """The rows queued for `v` may reach `max_rows`, so gathering is worth a scan.
+
+        The rows are counted once a request, not on every arrival: while the queue
+        keeps its head and its counted requests, only those appended since are added.
+        An upper bound (requests already done or of another key count too): it only
+        decides whether gather() looks.
+        """
+        q = v.queue
+        n, rows = 0, 0
+        seen = self.counted.get(id(v))
+        if seen is not None:
+            head, last, k, r = seen
+            if q[0] is head and k <= len(q) and q[k - 1] is last:
+                n, rows = k, r
+        for p in itertools.islice(q, n, None):
+            rows += p.rows or 0
+        self.counted[id(v)] = (q[0], q[-1], len(q), rows)
+        return rows >= max_rows
 
     def batch_job(
         self, v: VersionState, parts: list[Pending], rows: int, allowed: tuple[int, ...]

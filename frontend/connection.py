@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ringserve.ipc import errors as E
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 from ringserve.ipc.errors import ProtocolError, clip
 from ringserve.ipc.requests import InferRequest, decode_infer
 
@@ -52,14 +52,14 @@ class Connection(Listened, asyncio.BufferedProtocol):
         s = frontend.settings
         self.authenticated = kind == "unix" or s.auth_token is None
         if self.authenticated:
-            self.reader = wire.FrameReader(s.max_frame_bytes)
+            self.reader = framereader.FrameReader(s.max_frame_bytes)
         else:
             # Until `auth`, a small frame only, and one at a time (so the limit rises
             # before a frame pipelined behind the `auth` is measured); and a read buffer
             # just that size, so a crowd of connections that never authenticate holds
             # kilobytes each, not the 256 KiB a served connection reads with.
             limit = min(s.max_frame_bytes_before_auth, s.max_frame_bytes)
-            self.reader = wire.FrameReader(
+            self.reader = framereader.FrameReader(
                 limit, scratch=limit + 4, limit_key="max_frame_bytes_before_auth"
             )
             self.reader.max_frames = 1
@@ -242,7 +242,7 @@ class Connection(Listened, asyncio.BufferedProtocol):
             self.reader.max_frame_bytes = self.frontend.settings.max_frame_bytes
             self.reader.limit_key = "max_frame_bytes"
             self.reader.max_frames = None
-            self.reader.resize_scratch(wire.SCRATCH)
+            self.reader.resize_scratch(framereader.SCRATCH)
 
     # ---- replies -------------------------------------------------------------------
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:

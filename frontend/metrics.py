@@ -143,10 +143,7 @@ def _worker_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     )
     for r in rows:
         w = [r["model"], str(r["version"]), str(r["worker"])]
-        cpu.add_metric([*w, "user"], r["cpu_user_seconds"])
-        cpu.add_metric([*w, "system"], r["cpu_system_seconds"])
-        ctx.add_metric([*w, "voluntary"], r["voluntary_ctx_switches"])
-        ctx.add_metric([*w, "involuntary"], r["involuntary_ctx_switches"])
+        _add_cpu_ctx(cpu, ctx, w, r)
         busy.add_metric(w, r["busy_seconds"])
         records.add_metric(w, r["requests"])
         if r["pids"]:
@@ -198,15 +195,12 @@ def _frontend_families(fe: dict[str, Any] | None) -> Iterator[Metric]:
         "CPU seconds of the server process (supervisor and frontend).",
         labels=["mode"],
     )
-    cpu.add_metric(["user"], fe["cpu_user_seconds"])
-    cpu.add_metric(["system"], fe["cpu_system_seconds"])
     ctx = CounterMetricFamily(
         "ringserve_frontend_context_switches",
         "Context switches of the server process's threads.",
         labels=["kind"],
     )
-    ctx.add_metric(["voluntary"], fe["voluntary_ctx_switches"])
-    ctx.add_metric(["involuntary"], fe["involuntary_ctx_switches"])
+    _add_cpu_ctx(cpu, ctx, [], fe)
     conns = GaugeMetricFamily(
         "ringserve_frontend_connections", "Open client connections.", labels=["transport"]
     )
@@ -221,6 +215,17 @@ def _frontend_families(fe: dict[str, Any] | None) -> Iterator[Metric]:
     )
     tx.add_metric([], fe["sent_bytes"])
     yield from (cpu, ctx, conns, rx, tx)
+
+
+def _add_cpu_ctx(
+    cpu: CounterMetricFamily, ctx: CounterMetricFamily, labels: list[str], r: dict[str, Any]
+) -> None:
+    """A process's CPU seconds by mode and context switches by kind (a worker position's
+    or the server's: `stats` reports both under the same keys)."""
+    cpu.add_metric([*labels, "user"], r["cpu_user_seconds"])
+    cpu.add_metric([*labels, "system"], r["cpu_system_seconds"])
+    ctx.add_metric([*labels, "voluntary"], r["voluntary_ctx_switches"])
+    ctx.add_metric([*labels, "involuntary"], r["involuntary_ctx_switches"])
 
 
 class Exposition:

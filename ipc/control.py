@@ -11,7 +11,8 @@ from typing import Any
 
 import msgpack
 
-from .wire import HEADER, FrameDecoder
+from .framereader import FrameDecoder
+from .wire import HEADER
 
 
 def send(fd: int, msg: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ it only makes the common case cheap, and every error still comes from one place.
 
 A view into a body is valid only as long as the body's buffer is: a connection's
 scratch buffer is reused for the next read, so `owned=False` copies each tensor out
-(bytes), while a large body that has a buffer of its own (wire.FrameReader) is kept
+(bytes), while a large body that has a buffer of its own (framereader.FrameReader) is kept
 alive by the views and needs no copy.
 """
 

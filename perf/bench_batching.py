@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_e2e as E
+import benchcli as C
 import benchlib as B
 import inproc
 from serverwatch import ServerWatch
@@ -717,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--allowed-batch-sizes", default="", help="comma list, e.g. 8,16,32 (default none)"
     )
     p.add_argument("--batch-max-queue", type=int, default=None, help="[models.batching] max_queue")
-    B.add_connections_arg(p)
+    C.add_connections_arg(p)
     p.add_argument(
         "--compare-python",
         default=None,
@@ -732,11 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=1, help="workers per server (default 1)")
     p.add_argument("--intra", type=int, default=1, help="intra_op_threads (and floor child)")
     p.add_argument("--inter", type=int, default=1, help="inter_op_threads (and floor child)")
-    B.add_server_toml_arg(p)
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per point (default 3)")
-    p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per point")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; medians (default 3)")
-    p.add_argument("--floor-calls", type=int, default=2000, help="floor calls per round, batch 1")
+    C.add_server_toml_arg(p)
+    C.add_round_args(p, duration=3.0, warmup=0.5, floor_calls=2000)
     p.add_argument("--log-dir", default=None, help="keep server and child logs here")
     p.add_argument(
         "--scrape-every",
@@ -746,14 +744,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: the cost of /metrics, c=32 batched with and without a scraper "
         "fetching it every SECONDS, alternating, --repeat rounds (perf/scrapecost.py)",
     )
-    B.add_output_args(p)
+    C.add_output_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat, args.floor_calls = 0.3, 0.1, 1, 200
+    C.apply_quick(args)
     if args.repeat < 1 or args.max_batch_size < 1 or args.batch_timeout_us < 0:
         raise SystemExit("--repeat and --max-batch-size must be >= 1, --batch-timeout-us >= 0")
     if args.scrape_every is not None:
@@ -761,14 +758,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return scrapecost.main(args)
     res = run(args)
-    text = render(res)
-    print(text)
-    B.write_json(args.json, res)
     bad = any(s.get("exit_code") != 0 for s in res["servers"].values()) or any(
         r["requests"] == 0 or r["workers_replaced"] for r in res["runs"]
     )
     title = "Server-side batching (perf/bench_batching.py)"
-    return B.publish(args, RESULTS_KEY, title, E.results_body(res, text), bad)
+    return C.finish(args, res, render(res), RESULTS_KEY, title, bad)
 
 
 if __name__ == "__main__":

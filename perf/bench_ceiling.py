@@ -21,6 +21,7 @@ import tempfile
 from typing import Any
 
 import bench_e2e as E
+import benchcli as C
 import benchlib as B
 import inproc
 
@@ -118,21 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python perf/bench_ceiling.py", description=__doc__)
     p.add_argument("--models", default="linear,demo", help="linear,demo (default both)")
     p.add_argument("--concurrency", default="1,8,32", help="closed-loop concurrencies")
-    p.add_argument("--duration", type=float, default=2.0, help="seconds a point (default 2)")
-    p.add_argument("--warmup", type=float, default=0.3, help="warm-up seconds a point")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; medians (default 3)")
-    B.add_server_toml_arg(p)
-    B.add_output_args(p)
+    C.add_round_args(p, duration=2.0, warmup=0.3)
+    C.add_server_toml_arg(p)
+    C.add_output_args(p)
     args = p.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat, args.concurrency = 0.3, 0.1, 1, "1,8"
+    C.apply_quick(args, concurrency="1,8")
     res = run(args)
-    text = render(res)
-    print(text)
-    B.write_json(args.json, res)
     bad = res["server_exit_code"] != 0 or any(r["requests"] == 0 for r in res["rows"])
     title = "Load generator ceiling: served against a plain echo (perf/bench_ceiling.py)"
-    return B.publish(args, RESULTS_KEY, title, E.results_body(res, text), bad)
+    return C.finish(args, res, render(res), RESULTS_KEY, title, bad)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchcli as C
 import benchlib as B
 import inproc
 import numpy as np
@@ -518,18 +519,6 @@ def render(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def results_body(res: dict[str, Any], table: str) -> str:
-    return "\n".join(
-        [
-            *B.machine_lines(res["machine"]),
-            f"- date: {res['date']}",
-            f"- command: `{res['command']}`",
-            "",
-            table,
-        ]
-    )
-
-
 # ---- CLI -------------------------------------------------------------------------------
 
 
@@ -542,11 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="demo,linear", help="demo,linear (default both)")
     p.add_argument("--transports", default="unix,tcp", help="unix,tcp (default both)")
     p.add_argument("--concurrency", default="1,8,32", help="closed-loop concurrencies")
-    B.add_connections_arg(p)
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per point (default 3)")
-    p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per point")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; medians (default 3)")
-    p.add_argument("--floor-calls", type=int, default=2000, help="floor calls per round at batch 1")
+    C.add_connections_arg(p)
+    C.add_round_args(p, duration=3.0, warmup=0.5, floor_calls=2000)
     p.add_argument("--floor-batch", default="1,32", help="floor batch sizes (default 1,32)")
     p.add_argument(
         "--floor-gap-us",
@@ -565,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="none: unpinned; same: client, frontend, worker (and floor) on one CPU; split: "
         "worker (and floor) on a second CPU (default none)",
     )
-    B.add_server_toml_arg(p)
+    C.add_server_toml_arg(p)
     p.add_argument(
         "--models-toml",
         action="append",
@@ -574,28 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
         help='extra text in every [[models]] table after base_path, e.g. "max_queue = 4096" '
         "(repeatable; instances come from --instances/--intra/--inter/--pin)",
     )
-    B.add_output_args(p)
+    C.add_output_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat, args.floor_calls = 0.3, 0.1, 1, 200
+    C.apply_quick(args)
     res = run(args)
-    table = render(res)
-    print(table)
-    B.write_json(args.json, res)
-    if args.write_results:
-        path = B.write_results(
-            args.results_file,
-            f"bench_e2e-{args.pin}",
-            f"End to end, pin {args.pin} (perf/bench_e2e.py)",
-            results_body(res, table),
-        )
-        sys.stderr.write(f"wrote section bench_e2e-{args.pin} of {path}\n")
     bad = res["server_exit_code"] != 0 or any(r["requests"] == 0 for r in res["served"])
-    return 1 if bad else 0
+    title = f"End to end, pin {args.pin} (perf/bench_e2e.py)"
+    return C.finish(args, res, render(res), f"bench_e2e-{args.pin}", title, bad)
 
 
 if __name__ == "__main__":

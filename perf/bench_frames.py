@@ -3,7 +3,7 @@
     flock /tmp/ringserve-bench.lock python perf/bench_frames.py [--repeat 5]
 
 A sender thread writes frames of each size over a Unix socketpair; a uvloop
-BufferedProtocol reads them with `ipc.wire.FrameReader`, as the frontend does. Mode
+BufferedProtocol reads them with `ipc.framereader.FrameReader`, as the frontend does. Mode
 "grow" is the reader as shipped (a body's buffer is an anonymous mapping grown by
 mremap as bytes arrive, kept as a spare for the next body); mode "whole" allocates
 the body from its header in one piece, a fresh bytearray each time (the reader
@@ -25,14 +25,14 @@ import time
 
 import uvloop
 
-from ringserve.ipc import wire
+from ringserve.ipc import framereader
 
 SIZES = [64 * 1024, 1 << 20, 16 << 20, 64 << 20]
 
 
 class Reader(asyncio.BufferedProtocol):
     def __init__(self, want: int, done: asyncio.Future[float]) -> None:
-        self.r = wire.FrameReader(1 << 30)
+        self.r = framereader.FrameReader(1 << 30)
         self.want = want
         self.got = 0
         self.done = done
@@ -71,7 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    take, recycle, grow_min = wire._take, wire._recycle, wire.GROW_MIN
+    take, recycle, grow_min = framereader._take, framereader._recycle, framereader.GROW_MIN
     print("| frame | whole (ms) | grow (ms) | grow / whole |")
     print("|---|---|---|---|")
     for size in SIZES:
@@ -80,11 +80,15 @@ def main() -> None:
         for i in range(args.repeat):
             for mode in ("whole", "grow") if i % 2 else ("grow", "whole"):
                 if mode == "whole":  # the whole length at once, a fresh buffer each frame
-                    wire.GROW_MIN = 1 << 31
-                    wire._take = bytearray  # type: ignore[assignment]
-                    wire._recycle = lambda m: None  # type: ignore[assignment]
+                    framereader.GROW_MIN = 1 << 31
+                    framereader._take = bytearray  # type: ignore[assignment]
+                    framereader._recycle = lambda m: None  # type: ignore[assignment]
                 res[mode].append(uvloop.run(one(size, frames)))
-                wire._take, wire._recycle, wire.GROW_MIN = take, recycle, grow_min
+                framereader._take, framereader._recycle, framereader.GROW_MIN = (
+                    take,
+                    recycle,
+                    grow_min,
+                )
         w, g = statistics.median(res["whole"]), statistics.median(res["grow"])
         label = f"{size >> 10} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
         print(f"| {label} | {w * 1e3:.3f} | {g * 1e3:.3f} | {g / w:.2f} |")

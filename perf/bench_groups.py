@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import benchcli as C
 import benchlib as B
 
 from ringserve.bench.echo import EchoServer
@@ -206,15 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grouped-count", type=int, default=2)
     p.add_argument("--ungrouped-count", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--repeat", type=int, default=3, help="load windows per server, alternated")
-    p.add_argument("--warmup", type=float, default=2.0)
+    C.add_round_args(p, duration=10.0, warmup=2.0)
     p.add_argument("--ready-timeout", type=float, default=900.0)
     p.add_argument("--models-dir", default=None, help="reuse built models here")
-    B.add_output_args(p)
+    C.add_output_args(p)
     args = p.parse_args(argv)
-    if args.quick:
-        args.models, args.duration, args.warmup, args.repeat = 3, 2.0, 0.5, 1
+    C.apply_quick(args, models=3, duration=2.0, warmup=0.5)
     tmp = None
     if args.models_dir:
         root = Path(args.models_dir)
@@ -307,12 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{table}\n\n{ratios}"
     )
     print(body)
-    B.write_json(
+    C.write_json(
         args.json, {"grouped": g, "ungrouped": u, "tf_rps": tf_rps, "ceiling": ceiling.rps}
     )
     if tmp is not None:
         tmp.cleanup()
-    return B.publish(args, RESULTS_KEY, "Worker groups: 20 models in one group", body, bad)
+    return C.publish(args, RESULTS_KEY, "Worker groups: 20 models in one group", body, bad)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import benchcli as C
 import benchlib as B
 import inproc
 import numpy as np
@@ -164,34 +165,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="linear,demo")
     p.add_argument("--concurrency", default="1,16")
-    p.add_argument("--duration", type=float, default=3.0)
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--floor-calls", type=int, default=2000)
-    B.add_output_args(p)
+    C.add_round_args(p, duration=3.0, warmup=0.5, floor_calls=2000)
+    C.add_output_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat, args.floor_calls = 0.5, 0.1, 1, 100
+    C.apply_quick(args, duration=0.5, floor_calls=100)
     res = run(args)
-    B.write_json(
-        args.json,
-        {
-            **res,
-            "rounds": [
-                {"|".join(map(str, k)) if isinstance(k, tuple) else k: v for k, v in r.items()}
-                for r in res["rounds"]
-            ],
-        },
-    )
+    # JSON keys must be strings: the rounds are keyed by (model, side) tuples.
+    doc = {
+        **res,
+        "rounds": [
+            {"|".join(map(str, k)) if isinstance(k, tuple) else k: v for k, v in r.items()}
+            for r in res["rounds"]
+        ],
+    }
     body = render(res)
-    print(body)
-    return B.publish(
-        args, "bench_haproxy", "Through HAProxy: 2 instances against 1 direct", body, False
-    )
+    title = "Through HAProxy: 2 instances against 1 direct"
+    return C.finish(args, doc, body, "bench_haproxy", title, False, body=body)
 
 
 if __name__ == "__main__":

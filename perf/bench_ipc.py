@@ -13,8 +13,9 @@ Sections (all by default; choose with --only a,b,c,d,cpu):
      and echoes a record of the same size on a second ring; 64 B, 64 KiB, 1 MiB, 16 MiB,
      and 64 B through the ring alone (no record layer); bandwidth at 16 MiB as a
      fraction of memcpy, small records as a multiple of the fastest wake-up of (a).
-  c  a plain uvloop length-prefixed msgpack echo server (separate process): round trip
-     over Unix and TCP at 64 B and 3 KiB, concurrency 1, driven by `ringserve bench`.
+  c  a plain uvloop length-prefixed msgpack echo server (`ringserve.bench.echo`, a separate
+     process placed like the worker): round trip over Unix and TCP at 64 B and 3 KiB,
+     concurrency 1, driven by `ringserve bench`.
   d  end to end (perf/bench_e2e.py's pieces): served p50 at concurrency 1 minus the
      in-process TF p50, over Unix and TCP, against the echo round trip of the same
      transport measured in the same rounds: overhead - echo_rtt (target <= 50 us).
@@ -31,7 +32,6 @@ timed in a child process during the same run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import mmap
 import os
@@ -47,11 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import bench_e2e as E
+import benchcli as C
 import benchlib as B
 import inproc
 import numpy as np
 
 from ringserve import bench as LG
+from ringserve.bench.echo import EchoServer
 
 HERE = Path(__file__).resolve()
 STOP = 1 << 63
@@ -193,7 +195,7 @@ def child_main(role: str, spec: dict[str, Any]) -> None:
         "ring": _child_ring,
         "sink": _child_sink,
     }
-    roles.get(role, _child_echo)(spec)
+    roles[role](spec)
 
 
 def _cpu_sampler() -> tuple[Counter[int], Callable[[], None]]:
@@ -431,41 +433,6 @@ def _wake() -> Any:
     from ringserve.ipc import wake
 
     return wake
-
-
-def _child_echo(spec: dict[str, Any]) -> None:
-    """uvloop length-prefixed msgpack echo: decode each frame, encode it back."""
-    import msgpack
-
-    from ringserve.ipc import wire
-
-    class Echo(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.t: asyncio.Transport = transport  # type: ignore[assignment]
-            self.dec = wire.FrameDecoder(1 << 30)
-
-        def data_received(self, data: bytes) -> None:
-            for body in self.dec.feed(data):
-                self.t.write(wire.pack(msgpack.unpackb(body, raw=False)))
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        us = await loop.create_unix_server(Echo, spec["unix"])
-        ts = await loop.create_server(Echo, "127.0.0.1", 0)
-        port = ts.sockets[0].getsockname()[1]
-        stop = loop.create_future()
-
-        def on_stdin() -> None:
-            if not stop.done():
-                stop.set_result(None)
-
-        loop.add_reader(0, on_stdin)
-        _say({"t": "ready", "port": port, "loop": LG.loop_name()})
-        await stop
-        us.close()
-        ts.close()
-
-    LG.run_async(serve())
 
 
 # ---- (a) raw floors --------------------------------------------------------------------
@@ -831,29 +798,14 @@ def ring_stream(
 # ---- (c) echo --------------------------------------------------------------------------
 
 
-class EchoServer:
-    def __init__(self, cpus: frozenset[int] | None, tmp: str) -> None:
-        self.path = os.path.join(tmp, f"echo-{os.getpid()}.sock")
-        spec = {"unix": self.path, "cpus": sorted(cpus) if cpus else None}
-        self.child = Child("echo", spec, stdin_pipe=True)  # closing stdin stops it
-        self.targets = {
-            "unix": LG.parse_target(f"unix://{self.path}"),
-            "tcp": LG.parse_target(f"tcp://127.0.0.1:{self.child.ready['port']}"),
-        }
+class PinnedEcho(EchoServer):
+    """`ringserve bench`'s plain echo, placed on `cpus` like the process it stands in for."""
 
-    def close(self) -> None:
-        proc = self.child.proc
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait(5)
-        except (subprocess.TimeoutExpired, OSError):
-            pass
-        self.child.kill()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+    def __init__(self, cpus: frozenset[int] | None) -> None:
+        super().__init__()
+        if cpus is not None:
+            B.set_affinity(cpus, self.pid)
+        self.targets = {"unix": self.target("unix"), "tcp": self.target("tcp")}
 
 
 def echo_rtt(
@@ -927,7 +879,7 @@ def section_d(
 ) -> None:
     knobs = E.ServerKnobs(1, args.intra, args.inter, args.server_toml, [])
     tpls = E.templates(list(models), inputs)
-    echo = EchoServer(plan.frontend, tmp)
+    echo = PinnedEcho(plan.frontend)
     served = E.Served(models, knobs, plan, tmp).start()
     code = None
     try:
@@ -1108,7 +1060,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             f"b {pin} r{rnd} stream {_size(STREAM_SIZE)}: {st['gbs']:.2f} GB/s"
                         )
                 if "c" in args.only:
-                    echo = EchoServer(plan.worker, tmp)
+                    echo = PinnedEcho(plan.worker)
                     B.set_affinity(plan.client)
                     try:
                         for rnd in range(args.repeat):
@@ -1120,7 +1072,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                         args.duration,
                                         args.warmup,
                                         pin,
-                                        echo.child.pid,
+                                        echo.pid,
                                     )
                                     e["round"] = rnd
                                     out["echo"].append(e)
@@ -1523,12 +1475,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor-calls", type=int, default=2000, help="(d) TF calls per round")
     p.add_argument("--intra", type=int, default=1)
     p.add_argument("--inter", type=int, default=1)
-    B.add_server_toml_arg(p)
+    C.add_server_toml_arg(p)
     p.add_argument("--idle-seconds", type=float, default=10.0, help="(cpu) idle window")
     p.add_argument("--idle-settle", type=float, default=2.0, help="(cpu) wait before idle")
     p.add_argument("--load-seconds", type=float, default=5.0, help="(cpu) load window")
     p.add_argument("--no-tf", action="store_true", help="(a-c only) skip the TF reference")
-    B.add_output_args(p)
+    C.add_output_args(p)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     return p
@@ -1540,32 +1492,15 @@ def main(argv: list[str] | None = None) -> int:
         child_main(args.child, json.loads(args.spec))
         return 0
     args.only = [s for s in args.only.split(",") if s]
-    if args.quick:
-        args.repeat, args.raw_n, args.budget, args.ring_n = 1, 500, 0.5, 200
-        args.copy_seconds, args.duration, args.warmup = 0.05, 0.3, 0.1
-        args.floor_calls, args.idle_seconds, args.idle_settle = 200, 1.0, 0.5
-        args.load_seconds = 0.5
+    C.apply_quick(
+        args, raw_n=500, budget=0.5, ring_n=200, copy_seconds=0.05,
+        idle_seconds=1.0, idle_settle=0.5, load_seconds=0.5,
+    )  # fmt: skip
     if args.pin is None:
         args.pin = "none" if args.quick else "none,same,split"
     res = run(args)
-    text = render(res)
-    print(text)
-    B.write_json(args.json, res)
-    if args.write_results:
-        body = "\n".join(
-            [
-                *B.machine_lines(res["machine"]),
-                f"- date: {res['date']}",
-                f"- command: `{res['command']}`",
-                "",
-                text,
-            ]
-        )
-        path = B.write_results(
-            args.results_file, "bench_ipc", "IPC floors (perf/bench_ipc.py)", body
-        )
-        sys.stderr.write(f"wrote section bench_ipc of {path}\n")
-    return 0 if all(c == 0 for c in res["server_exit_codes"]) else 1
+    bad = any(c != 0 for c in res["server_exit_codes"])
+    return C.finish(args, res, render(res), "bench_ipc", "IPC floors (perf/bench_ipc.py)", bad)
 
 
 if __name__ == "__main__":

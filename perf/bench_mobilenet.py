@@ -31,6 +31,7 @@ from typing import Any
 
 import bench_batching as BB
 import bench_e2e as E
+import benchcli as C
 import benchlib as B
 import build_mobilenet
 import inproc
@@ -179,23 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python perf/bench_mobilenet.py", description=__doc__)
     ap.add_argument("--threads", default="1x1,2x1", help="INTRAxINTER settings (default 1x1,2x1)")
     ap.add_argument("--batch-timeout-us", type=int, default=20000, help="default 20000")
-    ap.add_argument("--duration", type=float, default=8.0)
-    ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--floor-calls", type=int, default=20)
+    C.add_round_args(
+        ap, duration=8.0, warmup=2.0, floor_calls=20, floor_help="floor calls per round (batch 8)"
+    )
     ap.add_argument("--model-dir", default=None, help="build (or reuse) the model here")
-    B.add_server_toml_arg(ap)
-    B.add_output_args(ap)
+    C.add_server_toml_arg(ap)
+    C.add_output_args(ap)
     args = ap.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat, args.floor_calls = 2.0, 1.0, 1, 5
+    C.apply_quick(args, duration=2.0, warmup=1.0, floor_calls=5)
     res = run(args)
-    text = render(res)
-    print(text)
-    B.write_json(args.json, res)
     bad = any(r["requests"] == 0 or r["workers_replaced"] for r in res["runs"])
     title = "MobileNetV2 served batched (perf/bench_mobilenet.py)"
-    return B.publish(args, RESULTS_KEY, title, E.results_body(res, text), bad)
+    return C.finish(args, res, render(res), RESULTS_KEY, title, bad)
 
 
 if __name__ == "__main__":

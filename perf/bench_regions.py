@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchcli as C
 import benchlib as B
 import inproc
 import numpy as np
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1,4,16", help="MiB of x per request")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--repeat", type=int, default=3)
-    B.add_output_args(p)
+    C.add_output_args(p)
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     n = 20 if args.quick else args.n
@@ -178,10 +179,21 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print(body)
+    C.write_json(
+        args.json,
+        {
+            "n": n,
+            "repeat": args.repeat,
+            # p50 us of each run; JSON keys are strings: "MiB|mode".
+            "served": {f"{mb}|{mode}": v for (mb, mode), v in runs.items()},
+            "floor": floor,
+            "copies_memcpy_preadv_us": copies,
+        },
+    )
     bad = any(B.median(runs[(mb, "shm in")]) > B.median(runs[(mb, "bytes")]) for mb in sizes)
     if bad:
         sys.stderr.write("shm input slower than bytes at some size\n")
-    return B.publish(args, "bench_regions", "Client regions (perf/bench_regions.py)", body, False)
+    return C.publish(args, "bench_regions", "Client regions (perf/bench_regions.py)", body, False)
 
 
 if __name__ == "__main__":

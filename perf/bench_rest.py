@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchcli as C
 import benchlib as B
 import inproc
 import msgpack
@@ -206,10 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the second ringserve with [models.batching] (max_batch_size 32)",
     )
-    B.add_output_args(p)
+    C.add_output_args(p)
     args = p.parse_args(argv)
-    if args.quick:
-        args.seconds, args.repeat = 0.5, 1
+    C.apply_quick(args, seconds=0.5)
     levels = [int(c) for c in args.concurrency.split(",")]
     tmp = tempfile.TemporaryDirectory(prefix="rsbench-rest-")
     root = Path(tmp.name)
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     body = report(args, med, floor_p50, levels, errors)
     print(body)
     tmp.cleanup()
-    return B.publish(
+    return C.publish(
         args, "bench_rest", "REST JSON vs msgpack vs FastAPI (perf/bench_rest.py)", body, errors > 0
     )
 

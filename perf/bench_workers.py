@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_e2e as E
+import benchcli as C
 import benchlib as B
 import inproc
 from serverwatch import ServerWatch
@@ -433,35 +434,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="INTRA:INTER thread settings (default 1:1,2:1,0:0; 0 = TF's choice)",
     )
     p.add_argument("--concurrency", default="8,32", help="closed-loop concurrencies (8,32)")
-    B.add_connections_arg(p)
+    C.add_connections_arg(p)
     p.add_argument("--transport", default="unix", choices=("unix", "tcp"), help="default unix")
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per point (default 3)")
-    p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per point")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; medians (default 3)")
-    p.add_argument("--floor-calls", type=int, default=2000, help="floor calls per round")
+    C.add_round_args(p, duration=3.0, warmup=0.5, floor_calls=2000)
     p.add_argument("--floor-intra", type=int, default=1, help="floor child's intra-op threads")
     p.add_argument("--floor-inter", type=int, default=1, help="floor child's inter-op threads")
-    B.add_server_toml_arg(p)
+    C.add_server_toml_arg(p)
     p.add_argument("--log-dir", default=None, help="keep server and child logs here")
-    B.add_output_args(p)
+    C.add_output_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat, args.floor_calls = 0.3, 0.1, 1, 200
+    C.apply_quick(args)
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     res = run(args)
-    table = render(res)
-    print(table)
-    B.write_json(args.json, res)
     bad = any(s["exit_code"] != 0 or s["error"] for s in res["servers"]) or any(
         r["requests"] == 0 or r["workers_replaced"] for r in res["served"]
     )
     title = "Worker count and TF threads (perf/bench_workers.py)"
-    return B.publish(args, RESULTS_KEY, title, E.results_body(res, table), bad)
+    return C.finish(args, res, render(res), RESULTS_KEY, title, bad)
 
 
 if __name__ == "__main__":

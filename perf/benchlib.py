@@ -1,5 +1,6 @@
-"""Shared pieces of the perf/ scripts: statistics, markdown, machine facts, CPU placement,
-/proc sampling and the RESULTS.md writer. Never imports TensorFlow.
+"""Shared pieces of the perf/ scripts: statistics, markdown, machine facts, CPU placement
+and /proc sampling (their shared options and the RESULTS.md writer: benchcli.py). Never
+imports TensorFlow.
 
 The scripts import this as a sibling module (`python perf/<script>.py` puts perf/ on
 sys.path); from elsewhere, add perf/ to sys.path first.
@@ -7,14 +8,11 @@ sys.path); from elsewhere, add perf/ to sys.path first.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import datetime as _dt
 import importlib.metadata
-import json
 import os
 import platform
-import re
 import shlex
 import signal
 import statistics
@@ -88,25 +86,6 @@ def cpu_hist(c: Counter[int] | dict[int, int] | None) -> str:
     return " ".join(f"{k}:{100 * v / total:.0f}%" for k, v in sorted(c.items()))
 
 
-def write_json(path: str | None, data: Any) -> None:
-    if path:
-        Path(path).write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, frozenset, tuple)):
-        return sorted(o) if isinstance(o, (set, frozenset)) else list(o)
-    if isinstance(o, Counter):
-        return dict(o)
-    return str(o)
-
-
 # ---- the machine -----------------------------------------------------------------------
 
 
@@ -168,74 +147,6 @@ def _rel(p: str) -> str:
 
 def now_utc() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-# ---- RESULTS.md ------------------------------------------------------------------------
-
-RESULTS_FILE = PERF_DIR / "RESULTS.md"
-RESULTS_TITLE = "# ringserve performance results\n"
-
-
-def write_results(path: str | Path, key: str, title: str, body: str) -> Path:
-    """Replace the section `key` of the results file (between its markers), or append it."""
-    p = Path(path)
-    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
-    section = f"{begin}\n## {title}\n\n{body.strip()}\n{end}\n"
-    text = p.read_text() if p.exists() else RESULTS_TITLE
-    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
-    if pat.search(text):
-        text = pat.sub(lambda _m: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    p.write_text(text)
-    return p
-
-
-def add_connections_arg(p: argparse.ArgumentParser) -> None:
-    """Closed loop: how many connections share the requests in flight."""
-    p.add_argument(
-        "--connections",
-        nargs="?",
-        type=int,
-        const=0,
-        default=1,
-        metavar="N",
-        help="closed loop: connections sharing the requests in flight (default 1: all "
-        "pipelined on one); bare --connections: one connection per request in flight",
-    )
-
-
-def add_server_toml_arg(p: argparse.ArgumentParser) -> None:
-    """Extra [server] lines for the servers a benchmark starts."""
-    p.add_argument(
-        "--server-toml",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help='extra [server] line for the servers started, e.g. "max_spin_us = 0" (repeatable)',
-    )
-
-
-def add_output_args(p: argparse.ArgumentParser) -> None:
-    """The options every benchmark shares: smoke-test counts and where results go."""
-    p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")
-    p.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
-    p.add_argument(
-        "--write-results",
-        action="store_true",
-        help="replace (or append) this benchmark's section in --results-file",
-    )
-    p.add_argument("--results-file", default=str(RESULTS_FILE), help="default perf/RESULTS.md")
-
-
-def publish(args: argparse.Namespace, key: str, title: str, body: str, bad: bool) -> int:
-    """Write the section when asked and the run was clean; the exit code for main()."""
-    if args.write_results and bad:
-        sys.stderr.write("not writing results: the run had failures (see above)\n")
-    elif args.write_results:
-        path = write_results(args.results_file, key, title, body)
-        sys.stderr.write(f"wrote section {key} of {path}\n")
-    return 1 if bad else 0
 
 
 # ---- CPU placement ---------------------------------------------------------------------

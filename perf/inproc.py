@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import benchcli as C
 import benchlib as B
 import numpy as np
 
@@ -379,8 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--intra", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--inter", type=int, default=1, help="inter-op threads (default 1)")
-    p.add_argument("--quick", action="store_true", help="tiny counts for a smoke test")
-    p.add_argument("--json", default=None, metavar="FILE")
+    C.add_quick_json_args(p)
     p.add_argument("--child-build", help=argparse.SUPPRESS)
     p.add_argument("--child-serve", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -390,8 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_serve:
         _child_serve(json.loads(args.child_serve))
         return 0
-    if args.quick:
-        args.calls, args.repeat = 200, 1
+    C.apply_quick(args, calls=200)
     models = [m for m in args.models.split(",") if m]
     batches = [int(b) for b in args.batch.split(",") if b]
     plan = B.pin_plan(args.pin)
@@ -450,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             table,
         )
     )
-    B.write_json(
+    C.write_json(
         args.json,
         {"machine": B.machine_info(), "command": B.command_line(), "child": info, "runs": rows},
     )

@@ -29,6 +29,7 @@ from typing import Any
 
 import bench_batching as BB
 import bench_e2e as E
+import benchcli as C
 import benchlib as B
 import inproc
 
@@ -223,9 +224,6 @@ def render(res: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     res = run(args)
-    text = render(res)
-    print(text)
-    B.write_json(args.json, res)
     bad = res["exit_code"] != 0 or any(r["requests"] == 0 for r in res["runs"])
     title = "Scrape cost (perf/bench_batching.py --scrape-every)"
-    return B.publish(args, RESULTS_KEY, title, E.results_body(res, text), bad)
+    return C.finish(args, res, render(res), RESULTS_KEY, title, bad)

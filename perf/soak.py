@@ -54,6 +54,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import benchcli as C
 import benchlib as B
 import inproc
 import msgpack
@@ -62,7 +63,7 @@ import posix_ipc
 
 from ringserve.client import Client, SharedRegion
 from ringserve.client.common import infer_request
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 from ringserve.runtime.launch import ServerProcess
 
 BANK_ROWS = 64
@@ -437,7 +438,7 @@ def raw_socket(url: str) -> socket.socket:
 
 def read_until_close(s: socket.socket, stop_after_id: int | None = None) -> bool:
     """Read replies until the server closes, or until the reply with that id."""
-    dec = wire.FrameDecoder(1 << 30)
+    dec = framereader.FrameDecoder(1 << 30)
     while True:
         data = s.recv(65536)
         if not data:
@@ -512,8 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="diagnostics: an environment variable for the server (e.g. MALLOC_ARENA_MAX=2)",
     )
-    B.add_output_args(p)
+    C.add_output_args(p)
     args = p.parse_args(argv)
+    # --quick: the short soak of tests/test_soak.py.
+    C.apply_quick(args, minutes=0.34, kill_every=6.0, reload_every=9.0, sample_seconds=2.0)
 
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory(prefix="rs-soak-") as tmpdir:
@@ -678,7 +681,7 @@ def report(
     if t.notes:
         body += "\n\nfirst notes:\n" + "\n".join(f"- {n}" for n in t.notes[:10])
     print(body)
-    B.write_json(
+    C.write_json(
         args.json,
         {
             "counts": dict(c),
@@ -690,7 +693,7 @@ def report(
             "notes": t.notes,
         },
     )
-    return B.publish(args, "soak", "Soak (perf/soak.py)", body, not ok)
+    return C.publish(args, "soak", "Soak (perf/soak.py)", body, not ok)
 
 
 def windows(samples: list[dict], seconds: float) -> str:

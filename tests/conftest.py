@@ -14,8 +14,20 @@ from ringserve.runtime.launch import ServerProcess
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def shm_entries() -> set[str]:
-    return {e for e in os.listdir("/dev/shm") if "ringserve" in e}
+def shm_entries(pid: int | None = None) -> set[str]:
+    """The /dev/shm objects of this test session (of process `pid`, default this one).
+
+    Other sessions on the host (other suites, benchmarks) create and remove theirs
+    beside ours, so a name counts only when it carries the pid as one of its
+    dash-separated parts, as every name the tests make does: a client region
+    `ringserve-client-<pid>-<name>`, a test server's instance `ringserve-t<pid>-<port>-`
+    (runtime/launch.py), the tests' own `ringserve-test-<what>-<pid>`."""
+    mine = {str(pid or os.getpid()), f"t{pid or os.getpid()}"}
+    return {
+        e
+        for e in os.listdir("/dev/shm")
+        if e.startswith("ringserve-") and not mine.isdisjoint(e.split("-"))
+    }
 
 
 def live_groups() -> list[int]:

@@ -19,7 +19,7 @@ import msgpack
 from hypothesis import strategies as st
 
 from ringserve.ipc import errors as E
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 
 OPS = ["health", "models", "metadata", "infer", "stats", "auth", "shm_register", "shm_unregister"]
 MODELS = ["linear", "ints", "strings"]
@@ -213,7 +213,7 @@ def run_case(
         host, port = address[len("tcp://") :].rsplit(":", 1)
         sock = socket.create_connection((host, int(port)))
     out = Outcome()
-    dec = wire.FrameDecoder(1 << 30)
+    dec = framereader.FrameDecoder(1 << 30)
     # Everything after a closing frame is never read by the server.
     sent: list[Frame] = []
     for f in case:

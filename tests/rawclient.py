@@ -9,7 +9,7 @@ from typing import Any
 
 import msgpack
 
-from ringserve.ipc import wire
+from ringserve.ipc import framereader
 
 
 class Raw:
@@ -21,7 +21,7 @@ class Raw:
             host, port = url[len("tcp://") :].rsplit(":", 1)
             self.sock = socket.create_connection((host, int(port)))
         self.sock.settimeout(timeout)
-        self.dec = wire.FrameDecoder(1 << 30)
+        self.dec = framereader.FrameDecoder(1 << 30)
         self.pending: list[dict[str, Any]] = []
 
     def send(self, obj: Any) -> None:

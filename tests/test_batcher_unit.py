@@ -257,11 +257,6 @@ def test_full_batch_goes_at_once_to_a_busy_worker() -> None:
     assert not h.v.queue
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pump_queue's shortcut counts requests, not rows: fewer requests than "
-    "max_batch_size wait for the timer even when their rows fill the batch",
-)
 def test_full_by_rows_not_by_count() -> None:
     """Fewer requests than max_batch_size can still fill it: 2 x 4 rows = 8."""
     h = Harness(max_batch_size=8, batch_timeout_us=1_000_000)
@@ -271,6 +266,23 @@ def test_full_by_rows_not_by_count() -> None:
     h.request(4)
     assert h.pump()
     assert h.rows_sent() == [(8, 0)]
+
+
+def test_rows_counted_across_arrivals_and_removals() -> None:
+    """The wait's row count (kept between arrivals, not recounted) follows the queue
+    as requests come and go: it neither sends early nor misses a full batch."""
+    h = Harness(max_batch_size=8, batch_timeout_us=1_000_000)
+    (w,) = h.links
+    h.busy(w, 1.0)
+    a = h.request(4)
+    assert not h.pump()
+    b = h.request(1)
+    assert not h.pump()  # 5 rows: still waiting
+    h.v.queue.remove(b)  # expired while queued (replies.expire)...
+    c = h.request(4)  # ...and another came: as many requests as counted, 8 rows
+    assert h.pump()
+    assert h.rows_sent() == [(8, 0)]
+    assert [p for p, _, _ in h.sent[0][1].parts] == [a, c]
 
 
 def test_partial_batch_leaves_the_rest_queued_in_order() -> None:
@@ -344,7 +356,7 @@ def test_lowered_max_batch_size_runs_earlier_requests_alone() -> None:
     big = [h.request(4) for _ in range(3)]
     assert not h.pump() and not h.sent
     h.registry.set_model(ModelSettings("m", max_batch_size=2, batch_timeout_us=1000))
-    small = h.request(2)
+    small = h.request(1)  # (2 rows would fill a batch, which goes at once)
     w.inflight.clear()
     w.busy_until = 0.0  # the worker finished both
     assert h.pump()

@@ -544,7 +544,7 @@ def test_half_copied_and_corrupt_folders_leave_serving_version(vs: Server) -> No
 
 def test_half_copied_folder_is_reported(vs: Server) -> None:
     """Found here: a version folder without saved_model.pb was skipped silently
-    (runtime/supervisor.py reconcile); nothing in `models` or the log said so."""
+    (runtime/reconcile.py reconcile); nothing in `models` or the log said so."""
     base = vs.base / "live"
     with Client(vs.url) as c:
         start = models_by_name(c)["live"]["versions"]
@@ -613,7 +613,7 @@ def test_removing_the_serving_folder_falls_back_under_load(vs: Server) -> None:
 
 
 def test_broken_new_version_under_latest_n_keeps_serving_versions(vs: Server) -> None:
-    """Found here: runtime/supervisor.py reconcile() unloaded every unwanted version as
+    """Found here: runtime/reconcile.py reconcile() unloaded every unwanted version as
     soon as ANY wanted version was AVAILABLE, so under {latest = 2} a new but broken
     version 4 took version 2 down although nothing replaced it."""
     base = vs.base / "latn"

@@ -85,10 +85,10 @@ def test_scratch_bodies_are_copied_out() -> None:
 
 
 def test_the_reader_says_which_bodies_sit_in_its_scratch_buffer() -> None:
-    from ringserve.ipc import wire
+    from ringserve.ipc import framereader, wire
 
-    r = wire.FrameReader(1 << 24)
-    small, big = wire.pack(GOOD), wire.pack({**GOOD, "pad": b"x" * (wire.SCRATCH + 10)})
+    r = framereader.FrameReader(1 << 24)
+    small, big = wire.pack(GOOD), wire.pack({**GOOD, "pad": b"x" * (framereader.SCRATCH + 10)})
     for frame, scratch in ((small, True), (big, False)):
         got: list[memoryview] = []
         pos = 0

@@ -18,7 +18,7 @@ from ringserve.ipc import errors as E
 from ringserve.ipc import tensors as T
 from ringserve.ipc import wire
 from ringserve.ipc.errors import ProtocolError
-from ringserve.ipc.wire import GROW_MIN, FrameDecoder, FrameTooLarge
+from ringserve.ipc.framereader import GROW_MIN, FrameDecoder, FrameTooLarge
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

@@ -10,10 +10,10 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringserve.ipc import wire
+from ringserve.ipc import framereader, wire
 
 
-def feed(reader: wire.FrameReader, stream: bytes, cuts: list[int]) -> list[object]:
+def feed(reader: framereader.FrameReader, stream: bytes, cuts: list[int]) -> list[object]:
     out: list[object] = []
     pos = 0
     i = 0
@@ -38,21 +38,21 @@ def test_any_split_any_scratch(sizes: list[int], cuts: list[int], scratch: int) 
     rnd = random.Random(sum(sizes))
     msgs = [{"id": i, "d": rnd.randbytes(n)} for i, n in enumerate(sizes)]
     stream = b"".join(wire.pack(m) for m in msgs)
-    assert feed(wire.FrameReader(1 << 20, scratch=scratch), stream, cuts) == msgs
+    assert feed(framereader.FrameReader(1 << 20, scratch=scratch), stream, cuts) == msgs
 
 
 def test_oversize_is_refused_from_the_header() -> None:
-    r = wire.FrameReader(100)
+    r = framereader.FrameReader(100)
     buf = r.get_buffer(-1)
     ok = wire.pack({"id": 1})
     buf[: len(ok) + 4] = ok + struct.pack(">I", 101)
     bodies = r.buffer_updated(len(ok) + 4)
     assert [msgpack.unpackb(b) for b in bodies] == [{"id": 1}]  # earlier frames still count
-    assert isinstance(r.error, wire.FrameTooLarge) and r.error.length == 101
+    assert isinstance(r.error, framereader.FrameTooLarge) and r.error.length == 101
 
 
 def test_large_body_is_read_in_place() -> None:
-    r = wire.FrameReader(1 << 24, scratch=1024)
+    r = framereader.FrameReader(1 << 24, scratch=1024)
     body = msgpack.packb({"id": 1, "d": os.urandom(100_000)})
     stream = struct.pack(">I", len(body)) + body
     got = feed(r, stream, [700])
@@ -61,13 +61,13 @@ def test_large_body_is_read_in_place() -> None:
 
 def test_announced_length_is_not_allocated_before_it_arrives() -> None:
     """A header announcing 200 MB with one byte behind it costs the bytes received."""
-    wire._spares.clear()  # no mapping kept from an earlier large body
-    r = wire.FrameReader(1 << 28, scratch=1024)
+    framereader._spares.clear()  # no mapping kept from an earlier large body
+    r = framereader.FrameReader(1 << 28, scratch=1024)
     buf = r.get_buffer(-1)
     buf[:5] = struct.pack(">I", 200_000_000) + b"x"
     assert r.buffer_updated(5) == []
     assert r.partial
-    assert len(r.get_buffer(-1)) <= wire.GROW_MIN
+    assert len(r.get_buffer(-1)) <= framereader.GROW_MIN
     # As bytes arrive the buffer grows, never past twice what was received.
     received = 1
     for _ in range(6):
@@ -75,22 +75,22 @@ def test_announced_length_is_not_allocated_before_it_arrives() -> None:
         buf[:] = b"y" * len(buf)
         received += len(buf)
         assert r.buffer_updated(len(buf)) == []
-        assert len(r.get_buffer(-1)) + received <= max(2 * received, wire.GROW_MIN)
+        assert len(r.get_buffer(-1)) + received <= max(2 * received, framereader.GROW_MIN)
 
 
 def test_limit_can_change_between_frames() -> None:
     """A connection reads with a small limit until `auth`, then with the full one."""
-    r = wire.FrameReader(1 << 20, limit_key="max_frame_bytes_before_auth")
+    r = framereader.FrameReader(1 << 20, limit_key="max_frame_bytes_before_auth")
     r.max_frame_bytes = 64
     buf = r.get_buffer(-1)
     buf[:4] = struct.pack(">I", 65)
     assert r.buffer_updated(4) == []
-    assert isinstance(r.error, wire.FrameTooLarge)
+    assert isinstance(r.error, framereader.FrameTooLarge)
     assert r.error.key == "max_frame_bytes_before_auth" and "64" in str(r.error)
 
 
 def test_max_frames_holds_the_rest_back() -> None:
-    r = wire.FrameReader(1 << 20)
+    r = framereader.FrameReader(1 << 20)
     r.max_frames = 1
     stream = wire.pack({"id": 1}) + wire.pack({"id": 2}) + wire.pack({"id": 3})
     buf = r.get_buffer(-1)
@@ -103,15 +103,15 @@ def test_max_frames_holds_the_rest_back() -> None:
 
 
 def test_large_bodies_reuse_a_mapping_once_released() -> None:
-    wire._spares.clear()
-    r = wire.FrameReader(1 << 24, scratch=1024)
+    framereader._spares.clear()
+    r = framereader.FrameReader(1 << 24, scratch=1024)
     stream = b"".join(wire.pack({"id": i, "d": bytes([i]) * 300_000}) for i in range(3))
     got = feed(r, stream, [70_000])
     assert [m["id"] for m in got] == [0, 1, 2]  # type: ignore[index]
     r.get_buffer(-1)
-    assert len(wire._spares) == 1  # the last body's mapping, kept for the next
+    assert len(framereader._spares) == 1  # the last body's mapping, kept for the next
     # A body still viewed is never reused.
-    r2 = wire.FrameReader(1 << 24, scratch=1024)
+    r2 = framereader.FrameReader(1 << 24, scratch=1024)
     body = msgpack.packb({"d": b"z" * 300_000})
     out: list[memoryview] = []
     pos, data = 0, struct.pack(">I", len(body)) + body
@@ -131,7 +131,7 @@ def test_large_bodies_reuse_a_mapping_once_released() -> None:
 def test_scratch_swap_keeps_unread_frames_and_returned_bodies() -> None:
     """Until `auth` a connection reads with a tiny buffer; the swap after it keeps the
     frames pipelined behind the auth and the body just handed out."""
-    r = wire.FrameReader(64, scratch=68)
+    r = framereader.FrameReader(64, scratch=68)
     r.max_frames = 1
     stream = wire.pack({"id": 1}) + wire.pack({"id": 2, "d": b"x" * 30})
     buf = r.get_buffer(-1)
