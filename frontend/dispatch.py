@@ -36,15 +36,12 @@ from .replies import Replies
 from .settings import FrontendSettings
 from .stats import ModelStats
 
-# How long before a known event (a batch due, a completion expected) the frontend
-# stops sleeping and spins: a loop woken by a timerfd on a small VM is late by about
-# this much in the median (perf/RESULTS.md), so the spin that follows is short.
+# How long before a known event (a batch due) the frontend stops sleeping and
+# spins: a loop woken by a timerfd on a small VM is late by about this much in the
+# median (perf/RESULTS.md), so the spin that follows is short.
 SPIN_LEAD_S = 30e-6
 # A sleep shorter than this is not worth the timer's system calls: spin through it.
 MIN_SLEEP_S = 40e-6
-# Of a running record's expected time, the share slept through before spinning for its
-# completion: the estimate is a mean, and a record often ends sooner.
-WAKE_SHARE = 0.6
 
 __all__ = [
     "HANDOVER_S",
@@ -225,9 +222,13 @@ class Dispatcher:
             p.deadline = p.t0 + timeout / 1000.0
             p.timer = self.loop.call_later(timeout / 1000.0, self.replies.expire, p)
         v.queue.append(p)
-        if 1 < len(v.queue) < ms.max_batch_size and self.batcher.timed(v):
-            # A batch is already timed and this request cannot fill it: no news. (Alone
-            # in the queue, it pumps: the requests that timed the batch may have
+        if (
+            1 < len(v.queue)
+            and self.batcher.timed(v)
+            and not self.batcher.may_fill(v, ms.max_batch_size)
+        ):
+            # A batch is already timed and the queued rows cannot fill it: no news.
+            # (Alone in the queue, it pumps: the requests that timed the batch may have
             # expired or left, and the worker may be idle by now.)
             return
         # Also the due check while a burst of requests keeps the loop from a poll tick.
@@ -327,10 +328,11 @@ class Dispatcher:
         worker holding all the records it may (its next one is ready in its ring)
         idles no less if its completion is seen a wake-up later, and says when through
         its eventfd. A batch due is waited for asleep on the fine timer until just
-        before it is due; a completion that decides what a worker does next is slept
-        for through the first WAKE_SHARE of its expected time, then spun for. On two
-        cores a spinning frontend takes CPU from the worker and the clients it waits
-        for, so it spins only where a wake-up would come too late."""
+        before it is due (on two cores a spinning frontend takes CPU from the worker
+        and the clients it waits for). A completion that decides what a worker does
+        next, with no batch due, is spun for: a wake-up would add its latency to a
+        lone request's (a sleep through part of the expected service time measured
+        slower at concurrency 1)."""
         at = math.inf
         due = self.batcher.due
         for link in self.links:
@@ -339,12 +341,9 @@ class Dispatcher:
             m = self.registry.models.get(link.model)
             v = m.versions.get(link.version) if m is not None else None
             d = due.get(id(v)) if v is not None else None
-            if d is not None:
-                at = min(at, d[0])
-            elif link.busy_until > now:
-                at = min(at, now + WAKE_SHARE * (link.busy_until - now))
-            else:
-                return None  # late, or nothing learned yet: it may end any moment
+            if d is None:
+                return None
+            at = min(at, d[0])
         for when, _ in due.values():
             at = min(at, when)
         if at - now < SPIN_LEAD_S + MIN_SLEEP_S:
