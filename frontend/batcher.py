@@ -235,11 +235,11 @@ class Batcher:
     ) -> Job:
         """Take `parts` out of the queue as one padded batch."""
         q = v.queue
-        chosen = {id(p) for p in parts}
-        if all(id(q[i]) in chosen for i in range(len(parts))):
+        if all(a is b for a, b in zip(q, parts, strict=False)):  # q may be longer
             for _ in parts:  # the usual case: the batch is the head of the queue
                 q.popleft()
         else:
+            chosen = {id(p) for p in parts}
             rest = [p for p in q if id(p) not in chosen]
             q.clear()  # in place: the pump holds a reference to this queue
             q.extend(rest)

@@ -189,7 +189,8 @@ class Dispatcher:
             p.tensors = self._typed_checks.check(
                 msg.inputs, sig["inputs"], self.settings.max_tensor_rank
             )
-            p.wanted = checks.check_outputs(msg.outputs, sig["outputs"])
+            if msg.outputs is not None:
+                p.wanted = checks.check_outputs(msg.outputs, sig["outputs"])
             timeout_ms: Any = msg.timeout_ms
         else:
             assert isinstance(msg, dict)
@@ -205,15 +206,17 @@ class Dispatcher:
                     msg["output_shm"], sig["outputs"], conn.regions
                 )
             timeout_ms = msg.get("timeout_ms")
-        timeout = checks.check_timeout(timeout_ms, self.settings.default_timeout_ms)
+        if timeout_ms is None:
+            timeout = self.settings.default_timeout_ms or None
+        else:
+            timeout = checks.check_timeout(timeout_ms, self.settings.default_timeout_ms)
         checks.check_rows(p, ms.max_batch_size)
         if not v.has_serving_link():
             raise ProtocolError(
                 E.UNAVAILABLE, f"model {model.name!r} version {v.number}: no live worker"
             )
-        st = self.model_stats(model.name)
-        if self.queued(v) >= ms.max_queue:
-            st.rejected += 1
+        if len(v.queue) >= ms.max_queue:  # (queued(v): expired ones have left it)
+            self.model_stats(model.name).rejected += 1
             raise ProtocolError(
                 E.RESOURCE_EXHAUSTED,
                 f"model {model.name!r}: queue full (max_queue {ms.max_queue})",
@@ -260,23 +263,25 @@ class Dispatcher:
             v.queue.extend(rest)
 
     def _submit(self, link: WorkerLink, job: Job, v: VersionState) -> bool:
-        first = job.parts[0][0]
+        parts = job.parts
+        first = parts[0][0]
         pad = job.pad
         if job.batched:
             tensors = []
             for i, (name, dtype, shape, _) in enumerate(first.tensors):
-                total = sum(r for _, _, r in job.parts) + pad
-                chunks: list[Any] = []
-                for p, _, _ in job.parts:
-                    data = p.tensors[i][3]
-                    chunks.extend(data) if dtype == STRING else chunks.append(data)
+                if dtype == STRING:
+                    chunks: list[Any] = []
+                    for p, _, _ in parts:
+                        chunks.extend(p.tensors[i][3])
+                else:
+                    chunks = [p.tensors[i][3] for p, _, _ in parts]
                 if pad:
                     per_row = count(shape[1:])
                     if dtype == STRING:
                         chunks.extend([b""] * (pad * per_row))
                     else:
                         chunks.append(bytes(pad * per_row * itemsize(dtype)))
-                tensors.append((name, dtype, [total, *shape[1:]], chunks))
+                tensors.append((name, dtype, [job.rows, *shape[1:]], chunks))
         else:
             tensors = [
                 (n, dt, sh, data if dt == STRING else [data]) for n, dt, sh, data in first.tensors
@@ -285,8 +290,11 @@ class Dispatcher:
         rid = self._next_rid
         try:
             # The worker drops a record whose every request expired before it starts.
-            deadlines = [p.deadline for p, _, _ in job.parts]
-            deadline = 0.0 if not all(deadlines) else max(deadlines) - self._clock_skew
+            deadline = 0.0
+            if first.deadline:  # (none unless every request of the record has one)
+                deadlines = [p.deadline for p, _, _ in parts]
+                if all(deadlines):
+                    deadline = max(deadlines) - self._clock_skew
             head = [rid, first.sig, first.wanted, deadline]
             if link.group:  # a group's worker holds several models: name the one
                 head += [v.model, v.number]

@@ -90,9 +90,16 @@ def write(ring: Ring, kind: int, head: list[Any], tensors: Sequence[TensorSpec])
         else:
             p = pos
             for c in chunks:
+                tc = type(c)
+                if tc is bytes or (tc is memoryview and c.format == "B" and c.ndim == 1):
+                    # Flat bytes (a request's data as decoded): copied as they are.
+                    n = len(c)
+                    view[p : p + n] = c
+                    p += n
+                    continue
                 n = _chunk_nbytes(c)
                 if n:
-                    if type(c) is FdSlice:
+                    if tc is FdSlice:
                         # A client region: copied by pread (a truncate is a short read,
                         # which the caller reports, never SIGBUS); checked after commit.
                         c.read_into(view[p : p + n])
