@@ -129,7 +129,7 @@ class Connection(Listened, asyncio.BufferedProtocol):
         if self._discard is not None:
             return  # half-closed: what crosses the close is never read nor computed
         self.frontend.received_bytes += nbytes
-        service = self.frontend.dispatcher.service
+        service = self.frontend.dispatcher.poller.service
         reader = self.reader
         while True:
             for i, body in enumerate(reader.buffer_updated(nbytes), 1):

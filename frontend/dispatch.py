@@ -2,46 +2,36 @@
 completions, worker links coming and going.
 
 The pieces it ties: request checks (checks.py), the batcher's decisions (batcher.py),
-replies (replies.py). Runs on the event loop and never blocks it: a full ring leaves
-the request queued, and completions are found by polling the response rings for a
-short spin after each submission (cheap, see ipc/wake.py) and otherwise by the
-worker's eventfd.
+replies (replies.py), and when to look for completions and due batches (polling.py).
+Runs on the event loop and never blocks it: a full ring leaves the request queued,
+and completions are found by the poller's spin after each submission and otherwise
+by the worker's eventfd.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ringserve.ipc import errors as E
-from ringserve.ipc import wake
 from ringserve.ipc.errors import ProtocolError
 from ringserve.ipc.requests import InferRequest
-from ringserve.ipc.ring import RecordTooLarge, RingCorrupt
+from ringserve.ipc.ring import RecordTooLarge
 from ringserve.ipc.tensors import STRING, count, itemsize
 
 from . import checks, fairness
 from .batcher import HANDOVER_S, Batcher
 from .checks import MAX_TIMEOUT_MS
-from .finetimer import FineTimer
 from .links import WorkerLink
 from .pending import Job, Pending, Replier
+from .polling import Poller
 from .registry import ModelState, Registry, VersionState
 from .replies import Replies
 from .settings import FrontendSettings
 from .stats import ModelStats
-
-# How long before a known event (a batch due) the frontend stops sleeping and
-# spins: a loop woken by a timerfd on a small VM is late by about this much in the
-# median (perf/RESULTS.md), so the spin that follows is short.
-SPIN_LEAD_S = 30e-6
-# A sleep shorter than this is not worth the timer's system calls: spin through it.
-MIN_SLEEP_S = 40e-6
 
 __all__ = [
     "HANDOVER_S",
@@ -68,22 +58,18 @@ class Dispatcher:
             settings, registry, self._submit, self._pump, self.replies.model_stats, loop.call_later
         )
         self._next_rid = 0
-        self._polling = False
-        self._timer: FineTimer | None = None  # created on first use
-        self._no_timer = False
-        self._spin_until = 0.0
-        self._spin_s = settings.max_spin_us / 1e6
         # Deadlines are kept on perf_counter; workers compare with time.monotonic.
         self._clock_skew = time.perf_counter() - time.monotonic()
         self.workers_hook: Callable[[], list[dict[str, Any]]] = list
         # Called when a worker's ring can't be trusted; the supervisor kills it.
         self.on_broken: Callable[[WorkerLink, str], None] = lambda link, why: None
         self.log: Callable[[str], None] = lambda text: print(f"ringserve: {text}", file=sys.stderr)
+        self.poller = Poller(self)
 
     def apply_settings(self, settings: FrontendSettings) -> None:
         self.settings = settings
         self.batcher.settings = settings
-        self._spin_s = settings.max_spin_us / 1e6
+        self.poller.spin_s = settings.max_spin_us / 1e6
 
     def model_stats(self, name: str) -> ModelStats:
         return self.replies.model_stats(name)
@@ -91,7 +77,7 @@ class Dispatcher:
     # ---- links ---------------------------------------------------------------------
     def add_link(self, link: WorkerLink) -> None:
         self.links.append(link)
-        self.loop.add_reader(link.resp_efd, self._on_efd, link)
+        self.loop.add_reader(link.resp_efd, self.poller.on_efd, link)
 
     def link_ready(self, link: WorkerLink) -> None:
         link.ready = True
@@ -247,8 +233,8 @@ class Dispatcher:
         b = self.batcher
         b.in_hand = None
         try:
-            if b.pump_queue(v) or (b.due and not self._polling):
-                self._start_polling()  # (a batch timed while the spin sleeps: wake for it)
+            if b.pump_queue(v) or (b.due and not self.poller.spinning):
+                self.poller.start()  # (a batch timed while the spin sleeps: wake for it)
         except Exception as exc:
             held = b.in_hand or (list(v.queue)[:1] if v.queue else [])
             b.in_hand = None
@@ -328,116 +314,6 @@ class Dispatcher:
         return True
 
     # ---- completions ---------------------------------------------------------------
-    def _sleep_until(self, now: float) -> float | None:
-        """When the spin may stop: None to keep spinning, else the time to be back
-        (inf: only when a worker's eventfd rings).
-
-        The spin catches two things early: a completion, and a batch that is due. A
-        worker holding all the records it may (its next one is ready in its ring)
-        idles no less if its completion is seen a wake-up later, and says when through
-        its eventfd. A batch due is waited for asleep on the fine timer until just
-        before it is due (on two cores a spinning frontend takes CPU from the worker
-        and the clients it waits for). A completion that decides what a worker does
-        next, with no batch due, is spun for: a wake-up would add its latency to a
-        lone request's (a sleep through part of the expected service time measured
-        slower at concurrency 1)."""
-        at = math.inf
-        due = self.batcher.due
-        for link in self.links:
-            if not link.inflight or self.batcher.full(link):
-                continue
-            m = self.registry.models.get(link.model)
-            v = m.versions.get(link.version) if m is not None else None
-            d = due.get(id(v)) if v is not None else None
-            if d is None:
-                return None
-            at = min(at, d[0])
-        for when, _ in due.values():
-            at = min(at, when)
-        if at - now < SPIN_LEAD_S + MIN_SLEEP_S:
-            return None
-        return at - SPIN_LEAD_S
-
-    def _arm(self, delay: float) -> bool:
-        """Wake the spin in `delay` seconds; False if there is no fine timer here."""
-        if self._timer is None:
-            if self._no_timer:
-                return False
-            try:
-                self._timer = FineTimer(self.loop, self._start_polling)
-            except (OSError, AttributeError, NotImplementedError) as exc:
-                self._no_timer = True
-                self.log(f"no fine timer ({exc}): the frontend spins instead of sleeping")
-                return False
-        self._timer.arm(delay)
-        return True
-
-    def _start_polling(self) -> None:
-        self._spin_until = time.perf_counter() + self._spin_s
-        if not self._polling and self._spin_s > 0:
-            self._polling = True
-            for link in self.links:
-                link.set_sleeping(False)
-            self.loop.call_soon(self._poll_tick)
-
-    def service(self) -> bool:
-        """Pick up completions and batches that are due; True while work is in flight.
-
-        Called on every poll tick, and between the frames of a long read: a socket
-        buffer can hold a hundred requests, a millisecond of decoding, and a worker
-        that finished meanwhile would otherwise wait that long for its next batch."""
-        busy = False
-        for link in self.links:
-            if link.inflight:
-                self._poll(link)
-                busy = busy or bool(link.inflight)
-        if self.batcher.due:
-            for v in self.batcher.due_now():
-                self._pump(v)
-        return busy
-
-    def _poll_tick(self) -> None:
-        """One turn of the frontend's spin: poll the rings, let the loop run, again."""
-        busy = self.service()
-        now = time.perf_counter()
-        if busy and now < self._spin_until:
-            until = self._sleep_until(now)
-            if until is None or (until != math.inf and not self._arm(until - now)):
-                # Give the CPU to the worker if it shares ours: a spin must never slow
-                # the computation it waits for.
-                os.sched_yield()
-                self.loop.call_soon(self._poll_tick)
-                return
-        self._polling = False
-        for link in self.links:
-            link.set_sleeping(True)
-        wake.fence()  # then look once more: a completion may have raced the flag
-        for link in self.links:
-            if link.inflight:
-                self._poll(link)
-
-    def _on_efd(self, link: WorkerLink) -> None:
-        wake.drain(link.resp_efd)
-        self._poll(link)
-        # The worker also rings when it freed ring room without answering anything.
-        for v in self._versions_of(link):
-            if v.queue:
-                self._pump(v)
-        if not self._polling and any(ln.inflight for ln in self.links):
-            self._start_polling()  # the spin may have slept while the worker was full
-
-    def _poll(self, link: WorkerLink) -> None:
-        """Never raises: it runs inside loop callbacks, and an exception there would
-        strand the completions of every worker behind it."""
-        try:
-            link.poll()
-        except Exception as exc:  # RingCorrupt, or anything a hostile record provokes
-            if not link.alive:
-                return
-            link.alive = False  # read nothing more from it; its exit answers the rest
-            why = str(exc) if isinstance(exc, RingCorrupt) else f"{type(exc).__name__}: {exc}"
-            self.on_broken(link, why[:500])
-
     def on_response(self, link: WorkerLink, head: list[Any], outs: dict[str, Any]) -> None:
         rid, code, message = head[0], head[1], head[2]
         job = link.inflight.pop(rid, None)
@@ -464,7 +340,7 @@ class Dispatcher:
                     self.replies.fail(
                         p, E.INTERNAL, f"building the reply: {type(exc).__name__}: {exc}"
                     )
-        self._spin_until = time.perf_counter() + self._spin_s
+        self.poller.extend_spin()
 
     # ---- connections and counts ----------------------------------------------------
     def cancel_connection(self, conn: Replier) -> None:
