@@ -25,9 +25,10 @@ from .links import WorkerLink
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
 
-# How long before a known event (a batch due) the frontend stops sleeping and
-# spins: a loop woken by a timerfd on a small VM is late by about this much in the
-# median (perf/RESULTS.md), so the spin that follows is short.
+# How long before a known event (a batch due) the frontend's timer is set: a loop
+# woken by a timerfd on a small VM is about this late in the median
+# (perf/timer_lateness.py, perf/RESULTS.md), so the batch leaves near its due time,
+# itself HANDOVER_S before the running batch is expected to end.
 SPIN_LEAD_S = 30e-6
 # A sleep shorter than this is not worth the timer's system calls: spin through it.
 MIN_SLEEP_S = 40e-6
@@ -57,20 +58,24 @@ class Poller:
         (inf: only when a worker's eventfd rings).
 
         The spin catches two things early: a completion, and a batch that is due. A
-        worker holding all the records it may (its next one is ready in its ring)
-        idles no less if its completion is seen a wake-up later, and says when through
-        its eventfd. A batch due is waited for asleep on the fine timer until just
-        before it is due (on two cores a spinning frontend takes CPU from the worker
-        and the clients it waits for). A completion that decides what a worker does
-        next, with no batch due, is spun for: a wake-up would add its latency to a
-        lone request's (a sleep through part of the expected service time measured
-        slower at concurrency 1)."""
+        batching worker holding all the records it may (its next batch is ready in its
+        ring) idles no less if its completion is seen a wake-up later, and says when
+        through its eventfd. An unbatched one is spun for all the same: its completions
+        come every call, and a frontend woken for each lands on the worker's CPU and
+        slows it (unbatched c=32 served 0.65 of the spinning code's rate, RESULTS.md).
+        A batch due is waited for asleep on the fine timer until just before it is due
+        (on two cores a spinning frontend takes CPU from the worker and the clients it
+        waits for). A completion that decides what a worker does next, with no batch
+        due, is spun for: a wake-up would add its latency to a lone request's (a sleep
+        through part of the expected service time measured slower at concurrency 1)."""
         at = math.inf
         due = self.batcher.due
         for link in self.links:
-            if not link.inflight or self.batcher.full(link):
+            if not link.inflight:
                 continue
             m = self.registry.models.get(link.model)
+            if m is not None and m.settings.max_batch_size > 0 and self.batcher.full(link):
+                continue
             v = m.versions.get(link.version) if m is not None else None
             d = due.get(id(v)) if v is not None else None
             if d is None:
