@@ -202,6 +202,20 @@ def plan_of(args: argparse.Namespace) -> Plan:
     )
 
 
+def _cpus(s: frozenset[int] | None) -> list[int] | None:
+    return sorted(s) if s is not None else None
+
+
+def _pin_text(res: dict[str, Any]) -> str:
+    pin = res.get("pin") or {"mode": "none"}
+    if pin["mode"] == "none":
+        return "unpinned"
+    return (
+        f"pinned: client and frontend on CPUs {pin['client']}, worker and floor child on "
+        f"{pin['worker']}"
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     p = plan_of(args)
     base = E.ServerKnobs(args.instances, args.intra, args.inter, list(args.server_toml))
@@ -209,7 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "off": base,
         "on": E.ServerKnobs(**{**base.__dict__, "model_lines": batching_lines(p)}),
     }
-    pin = B.pin_plan("none")
+    pin = B.pin_plan(args.pin)
     configs = [*CONFIGS, *([c + BASE for c in CONFIGS] if args.compare_python else [])]
     info = B.machine_info()
     batches = sorted({1, p.max_batch_size})
@@ -224,7 +238,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         inputs = inproc.make_inputs(Path(tmp), batches)
         tpl = E.templates(["demo"], inputs)["demo"]
         with inproc.FloorChild(
-            {"demo": paths["demo"]}, intra=args.intra, inter=args.inter, log_dir=str(logs)
+            {"demo": paths["demo"]},
+            cpus=pin.worker,
+            intra=args.intra,
+            inter=args.inter,
+            log_dir=str(logs),
         ) as child:
             served: dict[str, E.Served] = {}
             try:
@@ -285,6 +303,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": B.now_utc(),
         "loop": LG.loop_name(),
         "plan": p.__dict__,
+        "pin": {
+            "mode": pin.mode,
+            "client": _cpus(pin.client),
+            "frontend": _cpus(pin.frontend),
+            "worker": _cpus(pin.worker),
+        },
         "knobs": {k: v.__dict__ for k, v in knobs.items()},
         "configs": configs,
         "compare_python": args.compare_python,
@@ -533,7 +557,7 @@ def render(res: dict[str, Any]) -> str:
     on_cfg = ", ".join(ln.strip() for ln in batching_lines_of(p))
     lines = [
         f"bench_batching: {res['date']}; demo MLP 784-512-512-10, batch-1 requests "
-        f"({res['request_bytes']} B frames) over unix; {res['loop']}; unpinned; instances "
+        f"({res['request_bytes']} B frames) over unix; {res['loop']}; {_pin_text(res)}; instances "
         f"{res['knobs']['off']['instances']}, intra {res['knobs']['off']['intra']}, inter "
         f"{res['knobs']['off']['inter']}; batching on = {on_cfg}; closed loop on "
         f"{closed_conns}, open loop on {p['open_connections']} connection(s)"
@@ -731,6 +755,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poisson", action="store_true", help="open loop: Poisson arrivals")
     p.add_argument("--max-inflight", type=int, default=4096, help="open loop: generator cap (4096)")
     p.add_argument("--instances", type=int, default=1, help="workers per server (default 1)")
+    p.add_argument(
+        "--pin",
+        choices=["none", "split"],
+        default="none",
+        help="none: unpinned (default); split: the client and the frontend on the first "
+        "CPU, the worker (and the floor child) on the second, as `ringserve tune` places "
+        "workers",
+    )
     p.add_argument("--intra", type=int, default=1, help="intra_op_threads (and floor child)")
     p.add_argument("--inter", type=int, default=1, help="inter_op_threads (and floor child)")
     C.add_server_toml_arg(p)
