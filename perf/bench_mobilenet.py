@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import bench_batching as BB
+import batching_report as R
 import bench_e2e as E
 import benchcli as C
 import benchlib as B
@@ -141,7 +141,7 @@ def render(res: dict[str, Any]) -> str:
                 B.fmt(med["floor_rows_per_s"], 1),
                 B.fmt(med["rps"], 1),
                 B.fmt(med["p50_us"] / 1e3, 1),
-                B.fmt(BB.pooled_batches(rs)[0], 2),
+                B.fmt(R.pooled_batches(rs)[0], 2),
                 B.fmt(med["worker_busy_pct"], 0),
                 B.fmt(med["frontend_cpu_pct"], 0),
                 B.fmt(ratio, 2),
