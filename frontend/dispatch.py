@@ -23,8 +23,7 @@ from ringserve.ipc.ring import RecordTooLarge
 from ringserve.ipc.tensors import STRING, count, itemsize
 
 from . import checks, fairness
-from .batcher import HANDOVER_S, Batcher
-from .checks import MAX_TIMEOUT_MS
+from .batcher import Batcher
 from .links import WorkerLink
 from .pending import Job, Pending, Replier
 from .polling import Poller
@@ -32,15 +31,6 @@ from .registry import ModelState, Registry, VersionState
 from .replies import Replies
 from .settings import FrontendSettings
 from .stats import ModelStats
-
-__all__ = [
-    "HANDOVER_S",
-    "MAX_TIMEOUT_MS",
-    "Dispatcher",
-    "Job",
-    "Pending",
-    "Replier",
-]
 
 
 class Dispatcher:
