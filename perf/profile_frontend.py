@@ -18,6 +18,8 @@ samples of the loop's thread (idle samples included: py-spy's --idle).
     python perf/profile_frontend.py                       # c=32 on 1 connection
     python perf/profile_frontend.py --connections 4       # the 4 x 8 shape
     python perf/profile_frontend.py --out perf/profiles/before-c32.txt
+    python perf/profile_frontend.py --on-cpu              # py-spy, on-CPU samples only
+    python perf/profile_frontend.py --perf                # linux-perf: share by shared object
 """
 
 from __future__ import annotations
@@ -92,10 +94,49 @@ def render(
     )
 
 
+def recorder(args: argparse.Namespace, spy: str, pid: int, tmp: str) -> list[str]:
+    """The sampling command: py-spy (Python frames), or linux-perf (every shared
+    object, the kernel included: how much of the CPU is the interpreter at all)."""
+    secs = str(int(args.duration))
+    if args.perf:
+        return [spy, "record", "-e", "cpu-clock", "-F", "2000", "-g", "-p", str(pid),
+                "-o", f"{tmp}/perf.data", "--", "sleep", secs]  # fmt: skip
+    idle = [] if args.on_cpu else ["--idle"]
+    return [spy, "record", "--pid", str(pid), "--format", "raw", "--nonblocking", *idle,
+            "--rate", str(args.rate), "--duration", secs, "--output", f"{tmp}/raw.txt"]  # fmt: skip
+
+
+def perf_report(args: argparse.Namespace, tmp: str, out: dict[str, Any], r: Any) -> str:
+    """Shares of linux-perf's cpu-clock samples by shared object."""
+    rep = subprocess.run(
+        ["perf", "report", "-i", f"{tmp}/perf.data", "--no-children", "--sort", "dso",
+         "-q", "-g", "none", "--stdio"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    rows = []
+    for line in rep.stdout.splitlines():
+        pct, _, dso = line.strip().partition("%")
+        if dso.strip() and pct.replace(".", "", 1).isdigit():
+            rows.append([f"`{dso.strip()}`", pct])
+    if not rows:
+        raise SystemExit(f"perf recorded nothing (rc {out.get('spy_rc')}): {out.get('spy_err')}")
+    n = max(1, out["requests"])
+    return (
+        f"profile_frontend: {B.now_utc()}; demo MLP, c={args.concurrency} on "
+        f"{args.connections} connection(s), batching max_batch_size {args.max_batch_size}; "
+        f"perf record -e cpu-clock -F 2000 -g for {args.duration} s after {args.warmup} s\n\n"
+        f"Load: {r.rps:.0f} req/s; the frontend used {1e6 * out['cpu_s'] / n:.1f} CPU us "
+        f"per request while recorded.\n\nShare of samples by shared object, top {args.top}:"
+        f"\n\n{B.md_table(['shared object', '% of samples'], rows[: args.top])}"
+    )
+
+
 def run(args: argparse.Namespace) -> str:
-    spy = shutil.which("py-spy")
+    tool = "perf" if args.perf else "py-spy"
+    spy = shutil.which(tool)
     if spy is None:
-        raise SystemExit("py-spy not found: pip install py-spy")
+        hint = "apt-get install linux-perf" if args.perf else "pip install py-spy"
+        raise SystemExit(f"{tool} not found: {hint}")
     p = BB.plan_of(BB.build_parser().parse_args(["--quick"]))
     p.max_batch_size, p.batch_timeout_us = args.max_batch_size, args.batch_timeout_us
     knobs = E.ServerKnobs(1, 1, 1, [], BB.batching_lines(p))
@@ -112,9 +153,7 @@ def run(args: argparse.Namespace) -> str:
                 time.sleep(args.warmup)
                 s0, c0 = served.stats(), B.proc_sched_ns(served.pid)
                 r = subprocess.run(
-                    [spy, "record", "--pid", str(served.pid), "--format", "raw",
-                     "--nonblocking", "--idle", "--rate", str(args.rate),
-                     "--duration", str(int(args.duration)), "--output", f"{tmp}/raw.txt"],
+                    recorder(args, spy, served.pid, tmp),
                     capture_output=True, text=True, timeout=args.duration + 60,
                 )  # fmt: skip
                 s1, c1 = served.stats(), B.proc_sched_ns(served.pid)
@@ -136,6 +175,8 @@ def run(args: argparse.Namespace) -> str:
             th.join()
         finally:
             served.stop()
+        if args.perf:
+            return perf_report(args, tmp, out, r)
         raw = Path(f"{tmp}/raw.txt").read_text() if Path(f"{tmp}/raw.txt").exists() else ""
     if not raw:
         raise SystemExit(f"py-spy recorded nothing (rc {out.get('spy_rc')}): {out.get('spy_err')}")
@@ -165,6 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples a second")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument(
+        "--on-cpu",
+        action="store_true",
+        help="py-spy: only samples taken while the loop's thread is on a CPU (by default "
+        "idle samples count too, so waits inside the loop and socket calls look costly)",
+    )
+    ap.add_argument(
+        "--perf",
+        action="store_true",
+        help="sample with linux-perf instead (cpu-clock, every shared object and the "
+        "kernel): the interpreter's share of the frontend's CPU",
+    )
     ap.add_argument("--out", default=None, help="also write the report to this file")
     args = ap.parse_args(argv)
     text = run(args)
