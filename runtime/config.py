@@ -195,6 +195,7 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         "max_frame_bytes_before_auth": 64,
         "max_regions_per_connection": 0,
         "max_region_bytes_per_connection": 0,
+        "group_load_retries": 0,
     }
     for k, lo in ints.items():
         if k in t:
@@ -210,6 +211,7 @@ def _server(v: _V, raw: Any) -> ServerConfig:
         "heartbeat_timeout_seconds",
         "version_poll_seconds",
         "worker_start_timeout_seconds",
+        "group_load_retry_seconds",
         "http_idle_timeout_seconds",
         "handshake_timeout_seconds",
         "frame_timeout_seconds",

@@ -116,6 +116,11 @@ class ServerConfig:
     heartbeat_timeout_seconds: float = 60.0
     version_poll_seconds: float = 5.0
     worker_start_timeout_seconds: float = 120.0
+    # A member of a [[groups]] table that fails to load is tried again by a fresh group
+    # worker this many times, this far apart (TF Serving's max_num_load_retries and
+    # load_retry_interval_micros); a model's own worker is restarted with backoff.
+    group_load_retries: int = 5
+    group_load_retry_seconds: float = 60.0
     max_spin_us: int = _FE.max_spin_us
     model_config_file: str = ""
     batching_parameters_file: str = ""

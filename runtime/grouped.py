@@ -80,6 +80,20 @@ def attach(fe: Any, link: Any, reports: list[dict[str, Any]], log: Any) -> list[
     return touched
 
 
+def unserved(fe: Any, reports: list[dict[str, Any]]) -> list[str]:
+    """`model/version` of each report that failed to load and that no worker serves."""
+    out = []
+    for r in reports:
+        name, number = r.get("model"), r.get("version")
+        if r.get("ok") or not isinstance(name, str) or not isinstance(number, int):
+            continue
+        m = fe.registry.models.get(name)
+        v = m.versions.get(number) if m is not None else None
+        if v is not None and v.state != R.UNLOADING and not v.serving_links():
+            out.append(f"{name}/{number}")
+    return out
+
+
 def alone(link: Any) -> list[Any]:
     """Versions this group worker serves that no other serving worker does."""
     return [v for v in link.serves if not any(ln.serving for ln in v.links if ln is not link)]
@@ -94,6 +108,9 @@ class Groups:
         # the new worker while the old one served it); not tried again until the
         # content changes or a reload asks.
         self.failed_content: dict[str, Content] = {}
+        # Per group: load retries made for members no worker serves, and the pending one.
+        self.retries: dict[str, int] = {}
+        self.retry_timers: dict[str, asyncio.TimerHandle] = {}
 
     def reconcile(self, g: GroupConfig) -> None:
         """The group's workers hold every wanted version of every member; when that
@@ -144,8 +161,68 @@ class Groups:
         )
         g = next((c for c in sup.cfg.groups if c.name == h.model), None)
         if g is not None:
+            self.retry_later(g, unserved(sup.fe, reports if isinstance(reports, list) else []))
             self.reconcile(g)
         sup.check_ready()
+
+    # ---- load retries (TF Serving's max_num_load_retries) --------------------------
+    def retry_later(self, g: GroupConfig, missing: list[str]) -> None:
+        """Members that failed to load and no worker serves: a fresh worker of the
+        group tries again in group_load_retry_seconds, up to group_load_retries
+        times; a worker that loads them all ends the count."""
+        if not missing:
+            self.retries.pop(g.name, None)
+            return
+        server = self.sup.cfg.server
+        done = self.retries.get(g.name, 0)
+        if g.name in self.retry_timers or done >= server.group_load_retries:
+            if done and done == server.group_load_retries:
+                log(f"group {g.name}: {missing} failed to load after {done} retries; "
+                    "tried again on a reload or a change of the group")  # fmt: skip
+                self.retries[g.name] = done + 1  # said once
+            return
+        self.retries[g.name] = done + 1
+        delay = server.group_load_retry_seconds
+        log(f"group {g.name}: {missing} failed to load; retry {done + 1} of "
+            f"{server.group_load_retries} in {delay:g}s")  # fmt: skip
+        loop = self.sup.fe.loop
+        self.retry_timers[g.name] = loop.call_later(delay, self._retry, g.name)
+
+    def _retry(self, name: str) -> None:
+        self.retry_timers.pop(name, None)
+        sup = self.sup
+        g = next((c for c in sup.cfg.groups if c.name == name), None)
+        if g is None or sup.stopping:
+            return
+        slot = next(
+            (s for s in sup.slots
+             if s.content is not None and s.name == name and s.wanted
+             and not s.replacing and not s.stale),
+            None,
+        )  # fmt: skip
+        if slot is None:
+            return  # a roll is under way: its new worker reports what it loaded
+        slot.stale = True
+        self.failed_content.pop(name, None)
+        self.reconcile(g)
+
+    def forget_retries(self) -> None:
+        """A reload: the count starts over (and an abandoned roll is tried again)."""
+        for t in self.retry_timers.values():
+            t.cancel()
+        self.retry_timers.clear()
+        self.retries.clear()
+        self.failed_content.clear()
+
+    def improved(self, name: str, old: Any, new: Any) -> bool:
+        """A retry's new worker serves a version the old one does not."""
+        if old.handle is None or new.handle is None:
+            return True
+        have = {(v.model, v.number) for v in old.handle.link.serves}
+        gained = [v for v in new.handle.link.serves if (v.model, v.number) not in have]
+        if not gained:
+            log(f"load retry of group {name}: the new worker loaded nothing more; kept the old")
+        return bool(gained)
 
     def regressed(self, name: str, want: Content, old: Any, new: Any) -> bool:
         """Would replacing `old` by `new` take a member down (the new worker failed to

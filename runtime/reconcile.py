@@ -120,7 +120,7 @@ class Reconciler:
         for p in want:
             same = [s for s in have if s.placement.index == p.index]
             # A group's worker is also replaced when what it holds changed.
-            if any(s.placement == p and s.content == content for s in same):
+            if any(s.placement == p and s.content == content and not s.stale for s in same):
                 continue  # in place, or its replacement is already starting
             old = [s for s in same if not s.replacing]
             if old:
@@ -157,6 +157,8 @@ class Reconciler:
                 continue
             if old.placement != p:
                 log(f"rolling {m.name}/{version}/w{p.index}: {old.placement} -> {p}")
+            elif old.stale:
+                log(f"rolling {m.name}/w{p.index}: a fresh worker retries what failed to load")
             else:
                 log(f"rolling {m.name}/w{p.index}: the group's models or versions changed")
             new = self.add_slot(m, version, p, content)
@@ -174,6 +176,10 @@ class Reconciler:
                 for o, _ in pairs[i:]:
                     o.replacing = False
                 return
+            if old.stale and not sup.groups.improved(m.name, old, new):
+                await self.retire(new)  # a load retry that loaded nothing more
+                old.stale = old.replacing = False
+                continue
             await self.retire(old)
 
     async def unload_version(self, model: str, number: int) -> None:

@@ -77,7 +77,7 @@ class Reloader:
             groups=new.groups,
         )
         sup.fe.apply_settings(frontend_settings(sup.cfg))
-        sup.groups.failed_content.clear()  # a reload asks abandoned rolls again
+        sup.groups.forget_retries()  # a reload asks failed loads and abandoned rolls again
         new_names = {m.name for m in new.models}
         for m in old.models:
             if m.name not in new_names:

@@ -50,6 +50,9 @@ class Slot:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # A group's worker: every (model, version, path) it loads; None for a model's own.
     content: tuple[tuple[str, int, Path], ...] | None = None
+    # A group's worker to replace although its content is unchanged: a member failed
+    # to load in it and a fresh worker tries again (grouped.py, load retries).
+    stale: bool = False
 
     @property
     def name(self) -> str:

@@ -197,6 +197,7 @@ def test_no_server_table_gives_documented_defaults(tmp_path: Path, model_dir: Pa
     assert (s.default_timeout_ms, s.max_spin_us) == (0, 1000)
     assert (s.grace_seconds, s.heartbeat_timeout_seconds) == (30.0, 60.0)
     assert (s.version_poll_seconds, s.worker_start_timeout_seconds) == (5.0, 120.0)
+    assert (s.group_load_retries, s.group_load_retry_seconds) == (5, 60.0)
     assert (s.max_connections, s.max_frame_bytes_before_auth, s.max_tensor_rank) == (256, 8192, 32)
     assert (s.handshake_timeout_seconds, s.frame_timeout_seconds) == (10.0, 60.0)
     (m,) = cfg.models
@@ -234,6 +235,8 @@ BAD = [
     ("@MODEL\n[[models.instances.workers]]\nbogus = 1", f"{M0}.instances.workers[0].bogus"),
     # wrong types
     ("[server]\nmax_frame_bytes = '1024'", "server.max_frame_bytes"),
+    ("[server]\ngroup_load_retries = -1", "server.group_load_retries"),
+    ("[server]\ngroup_load_retry_seconds = 'soon'", "server.group_load_retry_seconds"),
     ("[server]\nmax_frame_bytes = true", "server.max_frame_bytes"),
     ("[server]\nmax_frame_bytes = 1024.0", "server.max_frame_bytes"),
     ("[server]\ntcp = 8700", "server.tcp"),

@@ -263,7 +263,8 @@ def test_one_member_failing_to_load_leaves_the_others_serving(
         + f'\n[[models]]\nname = "broken"\nbase_path = "{broken}"\n'
         + _group("g", ["lin", "broken", "ints"], 1)
     )
-    server = "ring_bytes = 1048576\nversion_poll_seconds = 0.2"
+    # No load retries here: the pid checks below need the one worker to stay alone.
+    server = "ring_bytes = 1048576\nversion_poll_seconds = 0.2\ngroup_load_retries = 0"
     with LoggedServer(toml, server, wait=False) as srv:
         srv.wait_log("model broken version 1: failed to load", timeout=120)
         with srv.client() as c:
@@ -287,3 +288,63 @@ def test_one_member_failing_to_load_leaves_the_others_serving(
             reply = c.call("infer", model="lin", inputs=_wire(INPUTS["linear"]))
             assert reply["version"] == 1
             wait_for(lambda: [w["pid"] for w in srv.workers("g")] == [pid], 30, "new retired")
+
+
+def test_a_member_that_failed_to_load_is_retried(model_root: Path, tmp_path: Path) -> None:
+    """A member that fails to load is tried again by a fresh worker of its group every
+    group_load_retry_seconds (TF Serving's load retries): once its files are whole it
+    serves, without a reload, and the other member never stops serving."""
+    late = tmp_path / "late"
+    (late / "1").mkdir(parents=True)
+    (late / "1" / "saved_model.pb").write_bytes(b"not a SavedModel yet")
+    toml = (
+        _models(model_root, ["ints"])
+        + f'\n[[models]]\nname = "late"\nbase_path = "{late}"\n'
+        + _group("g", ["ints", "late"], 1)
+    )
+    server = "ring_bytes = 1048576\ngroup_load_retries = 50\ngroup_load_retry_seconds = 0.5"
+    with LoggedServer(toml, server, wait=False) as srv:
+        srv.wait_log("model late version 1: failed to load", timeout=120)
+        srv.wait_log("retry 2 of 50", timeout=120)  # retried, and still failing
+        # A retry that loads nothing more is discarded: the serving worker stays.
+        srv.wait_log("the new worker loaded nothing more; kept the old", timeout=120)
+        with srv.client() as c:
+            with pytest.raises(RingserveError) as exc:
+                c.infer("late", INPUTS["linear"])
+            assert exc.value.code == "UNAVAILABLE"
+            # The files become whole: everything but the graph first, the graph last
+            # by a rename, as a deployment writes a version in place.
+            src = model_root / "linear" / "1"
+            for entry in src.iterdir():
+                if entry.name != "saved_model.pb":
+                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                    copy(entry, late / "1" / entry.name)
+            shutil.copy2(src / "saved_model.pb", late / "1" / ".saved_model.pb")
+            os.replace(late / "1" / ".saved_model.pb", late / "1" / "saved_model.pb")
+
+            def late_serves() -> bool:
+                return {m["name"]: m["state"] for m in c.models()}["late"] == "AVAILABLE"
+
+            wait_for(late_serves, 120, "late AVAILABLE after a retry", srv)
+            assert c.infer("late", INPUTS["linear"])["y"].shape == (2, 4)
+            assert c.infer("ints", INPUTS["ints"])["sum"].shape == (2, 3)
+        assert srv.grep("a fresh worker retries what failed to load")
+
+
+def test_load_retries_stop_at_the_limit(model_root: Path, tmp_path: Path) -> None:
+    """group_load_retries bounds the fresh workers a member that never loads costs."""
+    bad = tmp_path / "bad"
+    (bad / "1").mkdir(parents=True)
+    (bad / "1" / "saved_model.pb").write_bytes(b"never a SavedModel")
+    toml = (
+        _models(model_root, ["ints"])
+        + f'\n[[models]]\nname = "bad"\nbase_path = "{bad}"\n'
+        + _group("g", ["ints", "bad"], 1)
+    )
+    server = "ring_bytes = 1048576\ngroup_load_retries = 2\ngroup_load_retry_seconds = 0.2"
+    with LoggedServer(toml, server, wait=False) as srv:
+        srv.wait_log("failed to load after 2 retries", timeout=180)
+        assert len(srv.grep("a fresh worker retries what failed to load")) == 2
+        assert not srv.grep("retry 3 of 2")
+        with srv.client() as c:
+            assert c.infer("ints", INPUTS["ints"])["sum"].shape == (2, 3)
