@@ -290,18 +290,24 @@ def test_one_member_failing_to_load_leaves_the_others_serving(
             wait_for(lambda: [w["pid"] for w in srv.workers("g")] == [pid], 30, "new retired")
 
 
+def _with_unloadable(model_root: Path, tmp_path: Path, name: str) -> tuple[Path, str]:
+    """A group "g" of `ints` and `name`, whose version 1 is not a SavedModel (yet)."""
+    base = tmp_path / name
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    toml = (
+        _models(model_root, ["ints"])
+        + f'\n[[models]]\nname = "{name}"\nbase_path = "{base}"\n'
+        + _group("g", ["ints", name], 1)
+    )
+    return base, toml
+
+
 def test_a_member_that_failed_to_load_is_retried(model_root: Path, tmp_path: Path) -> None:
     """A member that fails to load is tried again by a fresh worker of its group every
     group_load_retry_seconds (TF Serving's load retries): once its files are whole it
     serves, without a reload, and the other member never stops serving."""
-    late = tmp_path / "late"
-    (late / "1").mkdir(parents=True)
-    (late / "1" / "saved_model.pb").write_bytes(b"not a SavedModel yet")
-    toml = (
-        _models(model_root, ["ints"])
-        + f'\n[[models]]\nname = "late"\nbase_path = "{late}"\n'
-        + _group("g", ["ints", "late"], 1)
-    )
+    late, toml = _with_unloadable(model_root, tmp_path, "late")
     server = "ring_bytes = 1048576\ngroup_load_retries = 50\ngroup_load_retry_seconds = 0.5"
     with LoggedServer(toml, server, wait=False) as srv:
         srv.wait_log("model late version 1: failed to load", timeout=120)
@@ -333,14 +339,7 @@ def test_a_member_that_failed_to_load_is_retried(model_root: Path, tmp_path: Pat
 
 def test_load_retries_stop_at_the_limit(model_root: Path, tmp_path: Path) -> None:
     """group_load_retries bounds the fresh workers a member that never loads costs."""
-    bad = tmp_path / "bad"
-    (bad / "1").mkdir(parents=True)
-    (bad / "1" / "saved_model.pb").write_bytes(b"never a SavedModel")
-    toml = (
-        _models(model_root, ["ints"])
-        + f'\n[[models]]\nname = "bad"\nbase_path = "{bad}"\n'
-        + _group("g", ["ints", "bad"], 1)
-    )
+    _, toml = _with_unloadable(model_root, tmp_path, "bad")
     server = "ring_bytes = 1048576\ngroup_load_retries = 2\ngroup_load_retry_seconds = 0.2"
     with LoggedServer(toml, server, wait=False) as srv:
         srv.wait_log("failed to load after 2 retries", timeout=180)
