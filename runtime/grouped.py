@@ -51,16 +51,15 @@ def content(cfg: Config, g: GroupConfig, wanted: dict[str, list[int]]) -> Conten
 
 def attach(fe: Any, link: Any, reports: list[dict[str, Any]], log: Any) -> list[str]:
     """A group worker reported ready: it serves every version that loaded; a version
-    that failed is UNAVAILABLE while no other worker serves it. Returns the models
-    touched."""
-    touched = []
+    that failed is UNAVAILABLE while no other worker serves it. Returns those
+    unserved versions, as `model/version` (what a load retry is for)."""
+    unserved = []
     for r in reports:
         name, number = r.get("model"), r.get("version")
         m = fe.registry.models.get(name)
         if m is None or not isinstance(name, str) or not isinstance(number, int):
             continue  # removed from the config while the worker loaded
         v = fe.registry.version_state(name, number)
-        touched.append(name)
         if r.get("ok"):
             if not v.signatures:
                 v.signatures = r.get("signatures", {})
@@ -77,21 +76,8 @@ def attach(fe: Any, link: Any, reports: list[dict[str, Any]], log: Any) -> list[
             if not v.serving_links() and v.state != R.UNLOADING:
                 v.state = R.UNAVAILABLE_STATE
                 v.message = msg[:2000]
-    return touched
-
-
-def unserved(fe: Any, reports: list[dict[str, Any]]) -> list[str]:
-    """`model/version` of each report that failed to load and that no worker serves."""
-    out = []
-    for r in reports:
-        name, number = r.get("model"), r.get("version")
-        if r.get("ok") or not isinstance(name, str) or not isinstance(number, int):
-            continue
-        m = fe.registry.models.get(name)
-        v = m.versions.get(number) if m is not None else None
-        if v is not None and v.state != R.UNLOADING and not v.serving_links():
-            out.append(f"{name}/{number}")
-    return out
+                unserved.append(f"{name}/{number}")
+    return unserved
 
 
 def alone(link: Any) -> list[Any]:
@@ -150,7 +136,7 @@ class Groups:
     def worker_ready(self, h: WorkerHandle, msg: dict[str, Any]) -> None:
         sup = self.sup
         reports = msg.get("models")
-        attach(sup.fe, h.link, reports if isinstance(reports, list) else [], log)
+        missing = attach(sup.fe, h.link, reports if isinstance(reports, list) else [], log)
         sup.fe.dispatcher.link_ready(h.link)
         loaded = [f"{v.model}/{v.number}" for v in h.link.serves]
         log(
@@ -161,7 +147,7 @@ class Groups:
         )
         g = next((c for c in sup.cfg.groups if c.name == h.model), None)
         if g is not None:
-            self.retry_later(g, unserved(sup.fe, reports if isinstance(reports, list) else []))
+            self.retry_later(g, missing)
             self.reconcile(g)
         sup.check_ready()
 
