@@ -165,8 +165,7 @@ class Dispatcher:
             p.tensors = self._typed_checks.check(
                 msg.inputs, sig["inputs"], self.settings.max_tensor_rank
             )
-            if msg.outputs is not None:
-                p.wanted = checks.check_outputs(msg.outputs, sig["outputs"])
+            p.wanted = checks.check_outputs(msg.outputs, sig["outputs"])
             timeout_ms: Any = msg.timeout_ms
         else:
             assert isinstance(msg, dict)
@@ -182,16 +181,13 @@ class Dispatcher:
                     msg["output_shm"], sig["outputs"], conn.regions
                 )
             timeout_ms = msg.get("timeout_ms")
-        if timeout_ms is None:
-            timeout = self.settings.default_timeout_ms or None
-        else:
-            timeout = checks.check_timeout(timeout_ms, self.settings.default_timeout_ms)
+        timeout = checks.check_timeout(timeout_ms, self.settings.default_timeout_ms)
         checks.check_rows(p, ms.max_batch_size)
         if not v.has_serving_link():
             raise ProtocolError(
                 E.UNAVAILABLE, f"model {model.name!r} version {v.number}: no live worker"
             )
-        if len(v.queue) >= ms.max_queue:  # (queued(v): expired ones have left it)
+        if self.queued(v) >= ms.max_queue:
             self.model_stats(model.name).rejected += 1
             raise ProtocolError(
                 E.RESOURCE_EXHAUSTED,

@@ -74,8 +74,9 @@ class Poller:
             if not link.inflight:
                 continue
             m = self.registry.models.get(link.model)
-            if m is not None and m.settings.max_batch_size > 0 and self.batcher.full(link):
-                continue
+            batching = m is not None and m.settings.max_batch_size > 0
+            if batching and len(link.inflight) >= self.batcher.record_limit(True):
+                continue  # (Batcher.full, without looking the model up again)
             v = m.versions.get(link.version) if m is not None else None
             d = due.get(id(v)) if v is not None else None
             if d is None:
