@@ -101,6 +101,13 @@ class Batcher:
         # when last counted (see may_fill).
         self.counted: dict[int, tuple[Pending, Pending, int, int]] = {}
 
+    def take_in_hand(self) -> list[Pending] | None:
+        """The requests a failed step held, once. (Read through a call: after the
+        caller's `in_hand = None`, mypy would take the field for None for good, and the
+        compiled code checks that it is.)"""
+        held, self.in_hand = self.in_hand, None
+        return held
+
     # ---- the just-in-time estimate -------------------------------------------------
     def sent(self, link: WorkerLink, rows: int) -> float:
         """`link` took a record of `rows` rows; returns the clock time."""

@@ -222,8 +222,7 @@ class Dispatcher:
             if b.pump_queue(v) or (b.due and not self.poller.spinning):
                 self.poller.start()  # (a batch timed while the spin sleeps: wake for it)
         except Exception as exc:
-            held = b.in_hand or (list(v.queue)[:1] if v.queue else [])
-            b.in_hand = None
+            held = b.take_in_hand() or (list(v.queue)[:1] if v.queue else [])
             self.log(f"internal error dispatching {v.model}/{v.number}: {exc!r}")
             for p in held:
                 if not p.done and not p.running:

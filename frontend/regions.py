@@ -214,7 +214,9 @@ class Regions:
                 E.INVALID_ARGUMENT,
                 f"{field}: expected a map {{region, offset, size}}, received {E.clip(ref)}",
             )
-        region = self.by_name.get(ref.get("region"))  # type: ignore[arg-type]
+        name = ref.get("region")
+        # (A name that is not a string, a list say, is unknown, not a TypeError.)
+        region = self.by_name.get(name) if isinstance(name, str) else None
         if region is None:
             known = sorted(self.by_name)
             shown = known if len(known) <= 8 else [*known[:8], "..."]

@@ -47,8 +47,9 @@ W_BUSY = 25
 W_SLEEPING = 26
 HEADER_WORDS = 32
 
-RECORD = struct.Struct("<QIIQQ")  # seq, kind, commit, length, reserved
-RECORD_HEADER = RECORD.size  # 32
+# Annotated: mypyc type-checks ring.py and layout.py together and needs the types.
+RECORD: struct.Struct = struct.Struct("<QIIQQ")  # seq, kind, commit, length, reserved
+RECORD_HEADER: int = RECORD.size  # 32
 
 # A record of at least this many bytes (header included) written into an empty ring
 # starts again at offset 0, behind a pad, when the space before its position holds two

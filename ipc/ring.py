@@ -9,7 +9,6 @@ caller decides how long to wait.
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass
 
 from . import layout as L
 
@@ -36,11 +35,15 @@ class RecordTooLarge(RingError):
         self.limit = limit
 
 
-@dataclass(slots=True)
 class Record:
-    kind: int
-    seq: int
-    payload: memoryview
+    # A plain class, not a dataclass: mypyc's dataclass support cannot resolve a
+    # `memoryview` field (ringserve/native.py compiles this module).
+    __slots__ = ("kind", "payload", "seq")
+
+    def __init__(self, kind: int, seq: int, payload: memoryview) -> None:
+        self.kind = kind
+        self.seq = seq
+        self.payload = payload
 
 
 class Ring:

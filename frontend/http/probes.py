@@ -1,6 +1,7 @@
 """Routes every HTTP listener answers: liveness, readiness, metrics.
 
-/readyz asks the `health` op itself, so it says exactly what `health.ready` says,
+/readyz asks what the `health` op answers (`Frontend.ready`), so it says exactly what
+`health.ready` says,
 whatever makes the server unready (loading, a model without a serving worker, a
 drain).
 """
@@ -23,8 +24,7 @@ def add_probes(router: Router, frontend: Frontend) -> None:
         return Response(HTTPStatus.OK, b"ok\n", TEXT)
 
     def readyz(req: Request) -> Response:
-        health = frontend.ops["health"](None, {})  # type: ignore[arg-type]
-        if health.get("ready"):
+        if frontend.ready():
             return Response(HTTPStatus.OK, b"ready\n", TEXT)
         return Response(HTTPStatus.SERVICE_UNAVAILABLE, b"not ready\n", TEXT)
 
