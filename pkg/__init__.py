@@ -6,3 +6,7 @@ live in `ringserve.runtime` and `ringserve.frontend` and TensorFlow is imported 
 """
 
 __version__ = "0.1.0"
+
+from ringserve.native import install_switch as _install_switch
+
+_install_switch()

@@ -23,6 +23,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from ringserve import native
 from ringserve.frontend.server import Frontend
 from ringserve.ipc import machine, shm
 
@@ -103,7 +104,7 @@ class Supervisor:
             log(f"cannot listen: {exc}")
             fe.close_listeners()
             return EXIT_BIND
-        log(f"listening on {fe.bound()}")
+        log(f"listening on {fe.bound()}; {native.describe()}")
         for note in self.cfg.notes:
             log(note)
         systemd.notify("STATUS=loading models")

@@ -17,6 +17,9 @@ from ringserve.frontend.registry import Registry, VersionState
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
 from ringserve.frontend.stats import ModelStats
 
+# Its stand-in links are not WorkerLinks, which the compiled batcher checks for.
+pytestmark = pytest.mark.sources
+
 US = 1e-6
 
 
