@@ -20,6 +20,7 @@ samples of the loop's thread (idle samples included: py-spy's --idle).
     python perf/profile_frontend.py --out perf/profiles/before-c32.txt
     python perf/profile_frontend.py --on-cpu              # py-spy, on-CPU samples only
     python perf/profile_frontend.py --perf                # linux-perf: share by shared object
+    python perf/profile_frontend.py --syscalls            # perf trace: system calls a request
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def recorder(args: argparse.Namespace, spy: str, pid: int, tmp: str) -> list[str
     """The sampling command: py-spy (Python frames), or linux-perf (every shared
     object, the kernel included: how much of the CPU is the interpreter at all)."""
     secs = str(int(args.duration))
+    if args.syscalls:
+        return [spy, "trace", "-s", "-p", str(pid), "-o", f"{tmp}/trace.txt", "--", "sleep", secs]
     if args.perf:
         return [spy, "record", "-e", "cpu-clock", "-F", "2000", "-g", "-p", str(pid),
                 "-o", f"{tmp}/perf.data", "--", "sleep", secs]  # fmt: skip
@@ -131,11 +134,42 @@ def perf_report(args: argparse.Namespace, tmp: str, out: dict[str, Any], r: Any)
     )
 
 
+def syscall_report(args: argparse.Namespace, tmp: str, out: dict[str, Any], r: Any) -> str:
+    """System calls per request, summed over the server process's threads, from
+    `perf trace -s`: each thread's table is `syscall calls errors total-ms ...`."""
+    text = Path(f"{tmp}/trace.txt").read_text() if Path(f"{tmp}/trace.txt").exists() else ""
+    calls: collections.Counter[str] = collections.Counter()
+    ms: collections.Counter[str] = collections.Counter()
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[1].isdigit() and f[2].isdigit():
+            calls[f[0]] += int(f[1])
+            ms[f[0]] += float(f[3])
+    if not calls:
+        raise SystemExit(
+            f"perf trace recorded nothing (rc {out.get('spy_rc')}): {out.get('spy_err')}"
+        )
+    n = max(1, out["requests"])
+    rows = [
+        [f"`{name}`", k, B.fmt(k / n, 3), B.fmt(1000 * ms[name] / n, 2)]
+        for name, k in calls.most_common(args.top)
+    ]
+    return (
+        f"profile_frontend: {B.now_utc()}; demo MLP, c={args.concurrency} on "
+        f"{args.connections} connection(s), batching max_batch_size {args.max_batch_size}; "
+        f"perf trace -s for {args.duration} s after {args.warmup} s\n\n"
+        f"Load: {r.rps:.0f} req/s; the frontend served {out['requests']} requests using "
+        f"{1e6 * out['cpu_s'] / n:.1f} CPU us per request while traced (tracing included)."
+        f"\n\nSystem calls of the server process (every thread), top {args.top}:\n\n"
+        + B.md_table(["syscall", "calls", "per request", "us per request in it"], rows)
+    )
+
+
 def run(args: argparse.Namespace) -> str:
-    tool = "perf" if args.perf else "py-spy"
+    tool = "perf" if args.perf or args.syscalls else "py-spy"
     spy = shutil.which(tool)
     if spy is None:
-        hint = "apt-get install linux-perf" if args.perf else "pip install py-spy"
+        hint = "apt-get install linux-perf" if tool == "perf" else "pip install py-spy"
         raise SystemExit(f"{tool} not found: {hint}")
     p = BB.plan_of(BB.build_parser().parse_args(["--quick"]))
     p.max_batch_size, p.batch_timeout_us = args.max_batch_size, args.batch_timeout_us
@@ -175,6 +209,8 @@ def run(args: argparse.Namespace) -> str:
             th.join()
         finally:
             served.stop()
+        if args.syscalls:
+            return syscall_report(args, tmp, out, r)
         if args.perf:
             return perf_report(args, tmp, out, r)
         raw = Path(f"{tmp}/raw.txt").read_text() if Path(f"{tmp}/raw.txt").exists() else ""
@@ -217,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample with linux-perf instead (cpu-clock, every shared object and the "
         "kernel): the interpreter's share of the frontend's CPU",
+    )
+    ap.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="count the server's system calls with `perf trace -s` instead: calls and "
+        "time in them per request (tracing slows the server; read the counts, not the rate)",
     )
     ap.add_argument("--out", default=None, help="also write the report to this file")
     args = ap.parse_args(argv)
