@@ -78,7 +78,10 @@ class Frontend:
         self.watchdog.configure(settings.handshake_timeout_seconds, settings.frame_timeout_seconds)
 
     def log(self, text: str) -> None:
-        sys.stderr.write(f"ringserve frontend: {text}\n")
+        try:
+            sys.stderr.write(f"ringserve frontend: {text}\n")
+        except (OSError, ValueError):  # a broken stderr must not break a callback
+            pass
 
     # ---- listeners -----------------------------------------------------------------
     def _raise_fd_limit(self, listeners: int) -> None:

@@ -20,8 +20,13 @@ STOPPING = "server is stopping"
 
 
 def log(text: str) -> None:
-    sys.stderr.write(f"ringserve: {text}\n")
-    sys.stderr.flush()
+    """Never raises: a stderr whose reader went away (EPIPE) or was closed must not
+    stop the supervisor in the middle of what it logs, a stop included."""
+    try:
+        sys.stderr.write(f"ringserve: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def kill(pid: int) -> None:

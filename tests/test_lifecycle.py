@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,20 @@ def test_stop_removes_everything(model_root: Path, sig: int) -> None:
     assert shm_entries() - before == set()
     for pid in workers:
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def test_stops_when_its_stderr_reader_is_gone(model_root: Path) -> None:
+    """Its log lines have nowhere to go (a pipe whose reader exited: EPIPE), yet
+    SIGTERM stops it cleanly: a log line is dropped, not raised in the stop path
+    (before, the supervisor ignored every later signal and never exited)."""
+    srv = ServerProcess(
+        models_toml(model_root, ["linear"]), "ring_bytes = 1048576", stderr=subprocess.PIPE
+    )
+    srv.start()
+    assert srv.proc is not None and srv.proc.stderr is not None
+    srv.proc.stderr.close()
+    code = srv.stop(signal.SIGTERM, timeout=30.0)
+    assert code == 0  # past the timeout, stop() kills the group: -9
 
 
 def _zombie(pid: int) -> bool:
