@@ -54,7 +54,7 @@ def test_tune_ctrl_c_keeps_the_best_so_far_which_checks_and_serves(
     p = subprocess.Popen(
         [
             sys.executable, "-m", "ringserve", "tune", "--model-path", str(model_root / "linear"),
-            "--cores", "1", "--no-pinning", "--max-batch-sizes", "4,8",
+            "--cores", "1", "--no-pinning", "--max-batch-sizes", "4,8,16,32",
             "--budget-minutes", "5", "--output", str(out), *FAST,
         ],
         stdout=subprocess.PIPE,
