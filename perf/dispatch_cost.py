@@ -12,6 +12,9 @@ by ipc/wire.py as a msgpack connection would queue them). Reported per request, 
 Not included: socket reads and writes, framing, the event loop, the spin.
 
     python perf/dispatch_cost.py [--batch 11] [--cycles 1000] [--repeat 7]
+
+It measures the ringserve its interpreter imports: from a wheel install the compiled
+request path, with RINGSERVE_PURE_PYTHON=1 (or from an editable install) the sources.
 """
 
 from __future__ import annotations
