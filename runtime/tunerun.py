@@ -95,9 +95,20 @@ class Tuner:
             f"{len(self.cands)} candidates on {len(self.cores)} cores; budget "
             f"{self.args.budget_minutes:g} min"
         )
+
+        # Ctrl-C is remembered as well as raised: a KeyboardInterrupt that lands inside
+        # the load generator's event loop becomes a cancellation there, which a run
+        # ending at that moment can absorb; the next candidate must not start anyway.
+        def on_sigint(signum: int, frame: Any) -> None:
+            self.interrupted = True
+            signal.default_int_handler(signum, frame)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
         with tempfile.TemporaryDirectory(prefix="ringserve-tune-") as tmp:
             try:
                 for k, cand in enumerate(self.cands):
+                    if self.interrupted:
+                        raise KeyboardInterrupt
                     if not self.fits(k):
                         self.say(f"budget reached: {len(self.cands) - k} candidates not tried")
                         break
@@ -110,6 +121,8 @@ class Tuner:
                 self.interrupted = True
                 self.progress.done()
                 self.say("interrupted: stopping with the best found so far")
+            finally:
+                signal.signal(signal.SIGINT, previous)
         self.progress.done()
         return self.finish()
 
