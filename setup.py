@@ -8,10 +8,10 @@ then the wheel holds the Python files alone, which is a slower server, not a bro
 
 from __future__ import annotations
 
-import os
 import runpy
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,14 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 native: dict[str, Any] = runpy.run_path(str(ROOT / "pkg" / "native.py"))
-# Where each package's files live in the repository (pyproject's package-dir).
-FOLDERS = {"ringserve": "pkg", "ipc": "ipc", "frontend": "frontend", "runtime": "runtime",
-           "client": "client", "bench": "bench"}  # fmt: skip
+# Where each package's files live in the repository.
+FOLDERS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"][
+    "setuptools"
+]["package-dir"]
 
 
 def wanted() -> bool:
-    return os.environ.get(native["PURE_ENV"], "") in ("", "0")
+    return not native["pure_requested"]()
 
 
 class NativeDistribution(Distribution):
@@ -66,7 +67,7 @@ class BuildNative(build_ext):
         stage = ROOT / "build" / "native-src"
         shutil.rmtree(stage, ignore_errors=True)
         for pkg, folder in FOLDERS.items():
-            dest = stage / "ringserve" / ("" if pkg == "ringserve" else pkg)
+            dest = stage.joinpath(*pkg.split("."))
             skip = shutil.ignore_patterns("__pycache__", "*.so", "*.c")
             shutil.copytree(ROOT / folder, dest, dirs_exist_ok=True, ignore=skip)
         paths = [str(stage / "ringserve" / rel) for rel in native["compiled_names"](str(ROOT))]

@@ -1,14 +1,15 @@
 """Which modules the build compiles with mypyc, and the switch back to their sources.
 
 The frontend's cost per request is Python bytecode spread over some forty small
-functions (perf/RESULTS.md): compiled by mypyc, the same source runs in about half the
-CPU. The Python files stay the source of truth and the fallback: an editable install,
-a build with `RINGSERVE_PURE_PYTHON=1` set, or a machine without a C compiler installs
-them alone, and `RINGSERVE_PURE_PYTHON=1` at run time makes an installed server (and
-its workers, which inherit the environment) import the sources instead of the compiled
-modules beside them, so both can be compared on one install (tests/test_native.py).
+functions (perf/RESULTS.md): compiled by mypyc, the same source runs that Python in
+about half the time (perf/dispatch_cost.py). The Python files stay the source of truth
+and the fallback: an editable install, a build with `RINGSERVE_PURE_PYTHON=1` set, or a
+machine without a C compiler installs them alone, and `RINGSERVE_PURE_PYTHON=1` at run
+time makes an installed server (and its workers, which inherit the environment) import
+the sources instead of the compiled modules beside them, so both can be compared on
+one install (tests/test_native.py).
 
-setup.py reads COMPILED from this file without importing the package; keep it plain.
+setup.py runs this file without importing the package: keep it to the standard library.
 """
 
 from __future__ import annotations
