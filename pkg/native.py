@@ -25,7 +25,8 @@ from types import ModuleType
 PURE_ENV = "RINGSERVE_PURE_PYTHON"
 
 # The request path, by repository folder. Left out, as mypyc cannot compile them as
-# written, all off the per-request path: ipc/requests.py (msgspec Struct classes),
+# written; two run per request or per batch, little of it Python: ipc/requests.py
+# (msgspec Struct classes; msgspec decodes in C),
 # frontend/finetimer.py (ctypes structures), frontend/settings.py (its dataclass
 # defaults are read off the class by runtime/configkeys.py) and frontend/listened.py
 # (the HTTP connection, not compiled, inherits from it; interpreted classes cannot
