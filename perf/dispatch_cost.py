@@ -22,10 +22,14 @@ from __future__ import annotations
 import argparse
 import mmap
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from ringserve.frontend.dispatch import Dispatcher
 from ringserve.frontend.links import WorkerLink
@@ -37,23 +41,9 @@ from ringserve.ipc import records, wire
 from ringserve.ipc.requests import decode_infer
 from ringserve.ipc.ring import Ring
 
+from idleloop import IdleLoop
+
 RING_BYTES = 64 << 20
-
-
-class _Loop:
-    """The loop calls the dispatcher makes outside the measured path."""
-
-    def call_soon(self, fn: Any, *args: Any) -> None:
-        return None
-
-    def call_later(self, delay: float, fn: Any, *args: Any) -> None:
-        return None
-
-    def add_reader(self, *args: Any) -> None:
-        pass
-
-    def remove_reader(self, *args: Any) -> None:
-        pass
 
 
 class _Conn:
@@ -81,7 +71,7 @@ class Bench:
                 "outputs": {"y": {"dtype": "float32", "shape": [-1, 10]}},
             }
         }
-        self.d = d = Dispatcher(FrontendSettings(), reg, _Loop())  # type: ignore[arg-type]
+        self.d = d = Dispatcher(FrontendSettings(), reg, IdleLoop())  # type: ignore[arg-type]
         self._maps = [mmap.mmap(-1, L.segment_size(RING_BYTES)) for _ in range(2)]
         req, resp = (Ring(m, create=True, capacity=RING_BYTES) for m in self._maps)
         self.req_worker, self.resp_worker = Ring(self._maps[0]), Ring(self._maps[1])

@@ -25,21 +25,9 @@ from ringserve.ipc import records
 from ringserve.ipc.requests import InferRequest, WireTensor
 from ringserve.ipc.ring import Ring
 
+from idleloop import IdleLoop
+
 RING = 1 << 20
-
-
-class _Loop:
-    def call_soon(self, fn: Any, *args: Any) -> None:
-        return None
-
-    def call_later(self, delay: float, fn: Any, *args: Any) -> None:
-        return None
-
-    def add_reader(self, *args: Any) -> None:
-        pass
-
-    def remove_reader(self, *args: Any) -> None:
-        pass
 
 
 class _Conn:
@@ -63,7 +51,7 @@ class Rig:
                 "outputs": {"y": {"dtype": "float32", "shape": [-1, 1]}},
             }
         }
-        self.d = Dispatcher(FrontendSettings(), reg, _Loop())  # type: ignore[arg-type]
+        self.d = Dispatcher(FrontendSettings(), reg, IdleLoop())  # type: ignore[arg-type]
         self.maps = [mmap.mmap(-1, L.segment_size(RING)) for _ in range(2)]
         req, resp = (Ring(m, create=True, capacity=RING) for m in self.maps)
         self.worker_side = Ring(self.maps[0])
