@@ -40,6 +40,8 @@ NOT_COMPILED = (
 )
 # The one shared library mypyc builds for them: ringserve/native__mypyc.*.so
 GROUP = "ringserve.native"
+# What `import ringserve` itself may load, besides the subpackages.
+TOP_MODULES = ("ringserve", "ringserve.native", GROUP + "__mypyc")
 
 
 def compiled_names(root: str) -> list[str]:

@@ -147,5 +147,5 @@ def test_bench_sits_on_client_and_ipc_only() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
     )
     mods = eval(out.stdout)
-    top = ("ringserve", "ringserve.native", native.GROUP + "__mypyc")  # as in test_layers
+    top = native.TOP_MODULES
     assert all(m.split(".")[1] in ("bench", "client", "ipc") for m in mods if m not in top), mods

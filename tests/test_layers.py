@@ -38,11 +38,6 @@ def test_never_imports_tensorflow(mods: list[str]) -> None:
     assert out.stdout.strip() == "clean", out
 
 
-# The top package itself: its switch to the sources, and the compiled modules' shared
-# library (ringserve/native.py).
-TOP = ("ringserve", "ringserve.native", native.GROUP + "__mypyc")
-
-
 def test_sdk_imports_only_ipc_and_itself() -> None:
     code = (
         "import sys, ringserve.client\n"
@@ -52,7 +47,8 @@ def test_sdk_imports_only_ipc_and_itself() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
     )
     mods = eval(out.stdout)
-    assert all(m.split(".")[1] in ("client", "ipc") for m in mods if m not in TOP), mods
+    top = native.TOP_MODULES
+    assert all(m.split(".")[1] in ("client", "ipc") for m in mods if m not in top), mods
 
 
 def test_no_top_level_runtime_or_ipc_installed() -> None:
