@@ -20,6 +20,7 @@ samples of the loop's thread (idle samples included: py-spy's --idle).
     python perf/profile_frontend.py --out perf/profiles/before-c32.txt
     python perf/profile_frontend.py --on-cpu              # py-spy, on-CPU samples only
     python perf/profile_frontend.py --perf                # linux-perf: share by shared object
+    python perf/profile_frontend.py --perf --perf-sort dso,sym  # ... and by function in each
     python perf/profile_frontend.py --syscalls            # perf trace: system calls a request
 """
 
@@ -110,9 +111,9 @@ def recorder(args: argparse.Namespace, spy: str, pid: int, tmp: str) -> list[str
 
 
 def perf_report(args: argparse.Namespace, tmp: str, out: dict[str, Any], r: Any) -> str:
-    """Shares of linux-perf's cpu-clock samples by shared object."""
+    """Shares of linux-perf's cpu-clock samples by shared object (or by function)."""
     rep = subprocess.run(
-        ["perf", "report", "-i", f"{tmp}/perf.data", "--no-children", "--sort", "dso",
+        ["perf", "report", "-i", f"{tmp}/perf.data", "--no-children", "--sort", args.perf_sort,
          "-q", "-g", "none", "--stdio"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -129,8 +130,8 @@ def perf_report(args: argparse.Namespace, tmp: str, out: dict[str, Any], r: Any)
         f"{args.connections} connection(s), batching max_batch_size {args.max_batch_size}; "
         f"perf record -e cpu-clock -F 2000 -g for {args.duration} s after {args.warmup} s\n\n"
         f"Load: {r.rps:.0f} req/s; the frontend used {1e6 * out['cpu_s'] / n:.1f} CPU us "
-        f"per request while recorded.\n\nShare of samples by shared object, top {args.top}:"
-        f"\n\n{B.md_table(['shared object', '% of samples'], rows[: args.top])}"
+        f"per request while recorded.\n\nShare of samples by {args.perf_sort}, top {args.top}:"
+        f"\n\n{B.md_table([args.perf_sort, '% of samples'], rows[: args.top])}"
     )
 
 
@@ -253,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample with linux-perf instead (cpu-clock, every shared object and the "
         "kernel): the interpreter's share of the frontend's CPU",
+    )
+    ap.add_argument(
+        "--perf-sort",
+        default="dso",
+        choices=["dso", "dso,sym"],
+        help="with --perf: shares by shared object (dso), or by function within each "
+        "(dso,sym: which of the interpreter's own routines the compiled code leans on)",
     )
     ap.add_argument(
         "--syscalls",
