@@ -21,7 +21,7 @@ from ringserve.ipc.errors import ProtocolError, clip
 from ringserve.ipc.requests import InferRequest, decode_infer
 
 from .drain import ANSWERED_WHILE_DRAINING, STOPPING_MESSAGE
-from .listened import Listened
+from .listened import Place
 from .regions import Regions
 
 if TYPE_CHECKING:
@@ -44,7 +44,12 @@ _UCRED = struct.Struct("3i")  # pid, uid, gid
 SERVICE_EVERY = 16
 
 
-class Connection(Listened, asyncio.BufferedProtocol):
+class Connection:
+    """An asyncio buffered protocol by its methods, not by inheritance (a compiled
+    class cannot inherit from asyncio's): uvloop reads `get_buffer` and
+    `buffer_updated` by name; asyncio's own loop, which hands a protocol that is not a
+    `BufferedProtocol` its bytes, gets them through `data_received`."""
+
     def __init__(self, frontend: Frontend, kind: str) -> None:
         self.frontend = frontend
         self.kind = kind  # "tcp" | "unix"
@@ -66,7 +71,7 @@ class Connection(Listened, asyncio.BufferedProtocol):
         self.opened = time.monotonic()
         self.handshaken = False  # a first complete frame has arrived
         self.frame_since: float | None = None  # when the partial frame now read began
-        self.counted = False  # holds one of its listener's max_connections places
+        self.place = Place(frontend, kind)
         self.peer = "?"
         self.inflight = 0
         self.closed = False
@@ -94,7 +99,7 @@ class Connection(Listened, asyncio.BufferedProtocol):
         fe = self.frontend
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"{self.kind} socket"
-        cap = self._full()
+        cap = self.place.full()
         if cap is not None:
             self.limit_close(
                 "max_connections",
@@ -102,7 +107,7 @@ class Connection(Listened, asyncio.BufferedProtocol):
                 E.RESOURCE_EXHAUSTED,
             )
             return
-        self._take_place()
+        self.place.take()
         fe.connections.add(self)
         fe.watchdog.watch(self)
         if self.regions is not None:
@@ -110,7 +115,7 @@ class Connection(Listened, asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._give_place()
+        self.place.give()
         self.frontend.connections.discard(self)
         self.frontend.dispatcher.cancel_connection(self)
         if self.regions is not None:
@@ -120,6 +125,27 @@ class Connection(Listened, asyncio.BufferedProtocol):
         if self._discard is not None:
             return memoryview(self._discard)
         return self.reader.get_buffer(sizehint)
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio's own loop (the server without uvloop): the same path, by copy."""
+        view = memoryview(data)
+        while view and not self.closed:
+            buf = self.get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            view = view[n:]
+            self.buffer_updated(n)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
 
     @property
     def reading_paused(self) -> bool:

@@ -1,7 +1,10 @@
-"""What every connection of every listener (msgpack and HTTP) keeps the same way:
-its place among the listener's `max_connections`, and the transport's write flow
-control, which pauses reading so a client that does not read its replies cannot
-make the server buffer them without bound."""
+"""What every connection of every listener (msgpack and HTTP) keeps the same way: its
+place among the listener's `max_connections`, taken when it opens and given back once
+when it closes.
+
+A part each connection holds, not a base class: the msgpack connection is compiled
+(pkg/native.py) and a compiled class can only inherit from compiled ones, while the
+HTTP connection, which is not compiled, uses the same part."""
 
 from __future__ import annotations
 
@@ -11,34 +14,24 @@ if TYPE_CHECKING:
     from .server import Frontend
 
 
-class Listened:
-    frontend: Frontend
-    kind: str  # the listener: "tcp", "unix", "http", "metrics"
-    counted: bool  # holds one of its listener's max_connections places
-    _write_paused: bool
+class Place:
+    def __init__(self, frontend: Frontend, kind: str) -> None:
+        self.frontend = frontend
+        self.kind = kind  # the listener: "tcp", "unix", "http", "metrics"
+        self.held = False
 
-    def _update_reading(self) -> None:
-        raise NotImplementedError
-
-    def _full(self) -> int | None:
+    def full(self) -> int | None:
         """The listener's cap when it is already reached, else None."""
-        cap = self.frontend.settings.max_connections
-        return cap if self.frontend.open_count.get(self.kind, 0) >= cap else None
+        fe = self.frontend
+        cap = fe.settings.max_connections
+        return cap if fe.open_count.get(self.kind, 0) >= cap else None
 
-    def _take_place(self) -> None:
+    def take(self) -> None:
         fe = self.frontend
         fe.open_count[self.kind] = fe.open_count.get(self.kind, 0) + 1
-        self.counted = True
+        self.held = True
 
-    def _give_place(self) -> None:
-        if self.counted:
-            self.counted = False
+    def give(self) -> None:
+        if self.held:
+            self.held = False
             self.frontend.open_count[self.kind] -= 1
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._update_reading()

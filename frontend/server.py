@@ -117,7 +117,7 @@ class Frontend:
                     backlog=1024,
                 )
             tcp_sock.setblocking(False)
-            srv = await self.loop.create_server(lambda: Connection(self, "tcp"), sock=tcp_sock)
+            srv = await self.loop.create_server(self._connection("tcp"), sock=tcp_sock)
             self.servers.append(("tcp", srv))
         if unix_sock is not None or s.unix:
             if unix_sock is None:
@@ -130,9 +130,7 @@ class Frontend:
                 os.chmod(s.unix, s.unix_mode)
                 unix_sock.listen(1024)
             unix_sock.setblocking(False)
-            srv = await self.loop.create_unix_server(
-                lambda: Connection(self, "unix"), sock=unix_sock
-            )
+            srv = await self.loop.create_unix_server(self._connection("unix"), sock=unix_sock)
             self.servers.append(("unix", srv))
         # The metrics listener speaks the same HTTP as `http`, with only the probes and
         # metrics routes: a host without the REST API still has readiness for a balancer.
@@ -149,6 +147,11 @@ class Frontend:
                     backlog=1024,
                 )
                 self.servers.append((kind, srv))
+
+    def _connection(self, kind: str) -> Callable[[], Any]:
+        # Any: a Connection is a buffered protocol by its methods (connection.py), not
+        # by the type the loop's signature names.
+        return lambda: Connection(self, kind)
 
     def bound(self) -> dict[str, str]:
         out = {}

@@ -25,19 +25,11 @@ from types import ModuleType
 PURE_ENV = "RINGSERVE_PURE_PYTHON"
 
 # The request path, by repository folder. Left out, as mypyc cannot compile them as
-# written; two run per request or per batch, little of it Python: ipc/requests.py
-# (msgspec Struct classes; msgspec decodes in C),
-# frontend/finetimer.py (ctypes structures), frontend/settings.py (its dataclass
-# defaults are read off the class by runtime/configkeys.py) and frontend/listened.py
-# (the HTTP connection, not compiled, inherits from it; interpreted classes cannot
-# inherit from compiled ones).
+# written; both run per request or per batch, little of it Python: ipc/requests.py
+# (msgspec Struct classes; msgspec decodes in C) and frontend/finetimer.py (ctypes
+# structures).
 COMPILED_DIRS = ("ipc", "frontend")
-NOT_COMPILED = (
-    "ipc/requests.py",
-    "frontend/finetimer.py",
-    "frontend/settings.py",
-    "frontend/listened.py",
-)
+NOT_COMPILED = ("ipc/requests.py", "frontend/finetimer.py")
 # The one shared library mypyc builds for them: ringserve/native__mypyc.*.so
 GROUP = "ringserve.native"
 # What `import ringserve` itself may load, besides the subpackages.

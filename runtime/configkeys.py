@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ringserve.frontend.settings import FrontendSettings as _FE
-from ringserve.frontend.settings import ModelSettings as _MS
+from ringserve.frontend.settings import FrontendSettings, ModelSettings
+
+# The frontend's defaults, read off instances: its settings classes are compiled
+# (pkg/native.py), and a compiled class holds no defaults as class attributes.
+_FE = FrontendSettings()
+_MS = ModelSettings("")
 
 
 @dataclass(frozen=True)

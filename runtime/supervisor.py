@@ -104,7 +104,8 @@ class Supervisor:
             log(f"cannot listen: {exc}")
             fe.close_listeners()
             return EXIT_BIND
-        log(f"listening on {fe.bound()}; {native.describe()}")
+        runner = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+        log(f"listening on {fe.bound()}; {native.describe()}; event loop: {runner}")
         for note in self.cfg.notes:
             log(note)
         systemd.notify("STATUS=loading models")

@@ -4,6 +4,7 @@ signature the tests build."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 
 from ringserve.client import AsyncClient, Client
 from ringserve.runtime.launch import ServerProcess
+
+from conftest import models_toml
 
 
 @pytest.fixture(params=["tcp", "unix"])
@@ -126,3 +129,49 @@ def test_zero_rows_give_an_empty_reply(url: str) -> None:
     with Client(url) as c:
         out = c.infer("linear", {"x": np.zeros((0, 16), np.float32)})
     assert out["y"].shape == (0, 4) and out["y"].dtype == np.float32
+
+
+def test_served_on_asyncio_without_uvloop(model_root: Path, tmp_path: Path) -> None:
+    """Without uvloop the server runs on asyncio's own loop (runtime/supervisor.py),
+    which hands the msgpack connection its bytes through `data_received` (uvloop calls
+    `get_buffer` and `buffer_updated`): the same replies over TCP and Unix, for a frame
+    larger than one read and for many pipelined ones."""
+    from models import reference
+
+    hide = tmp_path / "hide" / "uvloop"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    pypath = os.pathsep.join(p for p in (str(hide.parent), os.environ.get("PYTHONPATH")) if p)
+    rng = np.random.default_rng(7)
+    small = rng.standard_normal((3, 16)).astype(np.float32)
+    big = rng.standard_normal((20000, 16)).astype(np.float32)  # 1.3 MB: many reads
+    xs = rng.standard_normal((64, 1, 16)).astype(np.float32)
+    log = tmp_path / "server.log"
+    with open(log, "wb") as err:
+        srv = ServerProcess(
+            models_toml(model_root, ["linear"]),
+            "ring_bytes = 4194304",
+            env={"PYTHONPATH": pypath},
+            stderr=err,
+        )
+        srv.start()
+        try:
+            for url in (srv.tcp_url, srv.unix_url):
+                with Client(url) as c:
+                    for x in (small, big):
+                        want = reference(model_root / "linear", {"x": x})["y"]
+                        np.testing.assert_allclose(
+                            c.infer("linear", {"x": x})["y"], want, rtol=1e-5
+                        )
+
+            async def pipelined() -> list[np.ndarray]:
+                async with AsyncClient(srv.unix_url) as c:
+                    outs = await asyncio.gather(*(c.infer("linear", {"x": x}) for x in xs))
+                    return [o["y"] for o in outs]
+
+            got = np.concatenate(asyncio.run(pipelined()))
+            want = reference(model_root / "linear", {"x": xs.reshape(64, 16)})["y"]
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+        finally:
+            assert srv.stop() == 0
+    assert "event loop: asyncio" in log.read_text()

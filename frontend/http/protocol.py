@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from ..listened import Listened
+from ..listened import Place
 from .router import JSON, Request, Response, Router, error
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class _Refuse(Exception):
         self.resp = resp
 
 
-class HttpConnection(Listened, asyncio.Protocol):
+class HttpConnection(asyncio.Protocol):
     def __init__(self, frontend: Frontend, router: Router, kind: str) -> None:
         self.frontend = frontend
         self.router = router
@@ -74,7 +74,7 @@ class HttpConnection(Listened, asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.regions: Regions | None = None  # a dispatcher Replier; HTTP has no regions
         self.closed = False
-        self.counted = False  # holds one of its listener's max_connections places
+        self.place = Place(frontend, kind)
         self.pipeline: deque[Request] = deque()  # in arrival order; replies leave so
         self.waiting: dict[int, Any] = {}  # predict id -> reply callback (rest.py)
         self.next_id = 0
@@ -102,10 +102,9 @@ class HttpConnection(Listened, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         fe = self.frontend
-        cap = self._full()
+        cap = self.place.full()
         if cap is not None:
             # As on the msgpack listeners: refused before anything is read.
-            self.counted = False
             self._refuse(
                 error(
                     HTTPStatus.SERVICE_UNAVAILABLE,
@@ -113,14 +112,14 @@ class HttpConnection(Listened, asyncio.Protocol):
                 )
             )
             return
-        self._take_place()
+        self.place.take()
         fe.connections.add(self)
         self._opened = self._last = self.loop.time()
         self._arm(self._opened)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._give_place()
+        self.place.give()
         self.frontend.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -322,6 +321,14 @@ class HttpConnection(Listened, asyncio.Protocol):
         req = Request(self, "GET", "", None, {}, b"", False)
         self.pipeline.append(req)
         self.respond(req, resp)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True  # the client does not read its replies: stop reading
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
 
     def _update_reading(self) -> None:
         t = self.transport
