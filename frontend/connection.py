@@ -72,6 +72,7 @@ class Connection:
         self.handshaken = False  # a first complete frame has arrived
         self.frame_since: float | None = None  # when the partial frame now read began
         self.place = Place(frontend, kind)
+        self.takes_frames = True  # the dispatcher may hand it packed replies
         self.peer = "?"
         self.inflight = 0
         self.closed = False
@@ -273,13 +274,23 @@ class Connection:
     # ---- replies -------------------------------------------------------------------
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:
         """Queue a reply; replies produced in one turn of the loop leave in one write."""
-        t = self.transport
-        if t is None or self.closed or self.half_closed_at or t.is_closing():
-            return
-        if large:
+        if not large:
+            self.send_frame(wire.pack(msg))
+        elif self._writable():
             self._out.extend(wire.pack_parts(msg))
-        else:
-            self._out.append(wire.pack(msg))
+            self._flush_soon()
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue a reply already packed into its frame."""
+        if self._writable():
+            self._out.append(frame)
+            self._flush_soon()
+
+    def _writable(self) -> bool:
+        t = self.transport
+        return not (t is None or self.closed or self.half_closed_at or t.is_closing())
+
+    def _flush_soon(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.frontend.loop.call_soon(self.flush)

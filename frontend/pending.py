@@ -4,7 +4,7 @@ one request or a batch of them."""
 from __future__ import annotations
 
 import asyncio
-import time
+from time import perf_counter
 from typing import Any, Protocol
 
 from .regions import Region, Regions
@@ -13,8 +13,12 @@ from .registry import VersionState
 
 class Replier(Protocol):
     regions: Regions | None
+    # Whether a reply may come packed (`send_frame`): the msgpack connection's do; an
+    # HTTP connection's are JSON, built from the reply map (`reply`).
+    takes_frames: bool
 
     def reply(self, msg: dict[str, Any], large: bool = False) -> None: ...
+    def send_frame(self, frame: bytes) -> None: ...
     def request_done(self) -> None: ...
 
 
@@ -53,7 +57,7 @@ class Pending:
         self.key: tuple[Any, ...] = ()  # what must match to share a batch
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.t0 = time.perf_counter()
+        self.t0 = perf_counter()
         self.running = False
         self.retried = False
         self.done = False

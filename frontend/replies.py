@@ -5,12 +5,13 @@ by any path is dropped (`Pending.done`)."""
 
 from __future__ import annotations
 
-import time
+from time import perf_counter
 from typing import Any
 
 import numpy as np
 
 from ringserve.ipc import errors as E
+from ringserve.ipc.batchreplies import BatchReplies
 from ringserve.ipc.errors import ProtocolError
 from ringserve.ipc.tensors import STRING, byte_view, dtype_name
 from ringserve.ipc.wire import INLINE_LIMIT
@@ -54,6 +55,7 @@ class Replies:
                 (k, dtype_name(a.dtype), list(a.shape[1:]), a.strides[0], byte_view(a))
                 for k, a in outs.items()
             ]
+        frames: BatchReplies | None = None  # built for the first msgpack reply
         for p, start, rows in job.parts:
             if p.done:
                 continue
@@ -67,6 +69,10 @@ class Replies:
                     f"the batch) to split the batch, received shapes {bad}; "
                     "this model's outputs are not batch-major: disable batching for it",
                 )
+            elif rows_out is not None and not p.output_shm and p.conn.takes_frames:
+                if frames is None:
+                    frames = BatchReplies(p.model, job.version, rows_out)
+                self.reply_frame(p, frames.frame(p.cid, start, rows))
             elif rows_out is not None and not p.output_shm:
                 wire = {
                     k: {
@@ -120,8 +126,19 @@ class Replies:
             return
         self.finish(p)
         msg = {"id": p.cid, "ok": True, "model": p.model, "version": version, "outputs": wire}
-        p.conn.reply(msg, large=large)
-        seconds = time.perf_counter() - p.t0
+        p.conn.reply(msg, large)
+        self.answered_ok(p)
+
+    def reply_frame(self, p: Pending, frame: bytes) -> None:
+        """`reply_ok` with the reply already packed (ipc/batchreplies.py)."""
+        if p.done:
+            return
+        self.finish(p)
+        p.conn.send_frame(frame)
+        self.answered_ok(p)
+
+    def answered_ok(self, p: Pending) -> None:
+        seconds = perf_counter() - p.t0
         self.model_stats(p.model).ok(seconds)
         p.version.metrics.answered(OK, seconds)
 
@@ -131,7 +148,7 @@ class Replies:
         self.finish(p)
         p.conn.reply({"id": p.cid, "ok": False, "error": {"code": code, "message": message}})
         self.model_stats(p.model).fail(code)
-        p.version.metrics.answered(code, time.perf_counter() - p.t0)
+        p.version.metrics.answered(code, perf_counter() - p.t0)
 
     def finish(self, p: Pending) -> None:
         p.done = True

@@ -21,7 +21,9 @@ class ModelStats:
         self.batches = 0
         self.batch_sizes: Counter[int] = Counter()
         self.padding_rows = 0
-        self._lat = np.zeros(WINDOW)
+        # A list, not an array: stored once a request, and numpy boxes and converts
+        # every float stored into an array.
+        self._lat = [0.0] * WINDOW
         self._n = 0
 
     def ok(self, seconds: float) -> None:

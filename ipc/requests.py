@@ -1,15 +1,16 @@
 """The common `infer` request decoded in one typed pass (msgspec), for the server's
 fast path.
 
-A frame body is first tried against `InferRequest`: an `infer` with numeric `data`
-tensors and only the fields the protocol names. msgspec checks the types while it
-decodes (no dict per tensor, no walk for msgpack timestamps: an extension value has
-no typed field to land in), and a `data` field comes out as a view of the body, not
-a copy. Anything else (another op, a tensor in shared memory, a string tensor, an
-unknown field, a wrong type, bad msgpack) returns None and the caller decodes the
-body the general way (wire.unpack_body and the checks that name the field, the
-expected and the received value). So this module decides nothing a client can see:
-it only makes the common case cheap, and every error still comes from one place.
+A frame body is first tried against `InferRequest` (ipc/requesttypes.py): an `infer`
+with numeric `data` tensors and only the fields the protocol names. msgspec checks
+the types while it decodes (no dict per tensor, no walk for msgpack timestamps: an
+extension value has no typed field to land in), and a `data` field comes out as a
+view of the body, not a copy. Anything else (another op, a tensor in shared memory,
+a string tensor, an unknown field, a wrong type, bad msgpack) returns None and the
+caller decodes the body the general way (wire.unpack_body and the checks that name
+the field, the expected and the received value). So this module decides nothing a
+client can see: it only makes the common case cheap, and every error still comes
+from one place.
 
 A view into a body is valid only as long as the body's buffer is: a connection's
 scratch buffer is reused for the next read, so `owned=False` copies each tensor out
@@ -19,32 +20,11 @@ alive by the views and needs no copy.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
-from .tensors import MAX_DIM, MAX_RANK
+from .requesttypes import InferRequest, WireTensor
 
-Dim = Annotated[int, msgspec.Meta(ge=0, le=MAX_DIM)]
-
-
-class WireTensor(msgspec.Struct, forbid_unknown_fields=True):
-    dtype: str
-    # The rank cap is checked on the array's header, before its items are decoded.
-    shape: Annotated[list[Dim], msgspec.Meta(max_length=MAX_RANK)]
-    data: memoryview
-
-
-class InferRequest(msgspec.Struct, forbid_unknown_fields=True):
-    id: Annotated[int, msgspec.Meta(ge=0)]  # msgpack ints stop at 2**64 - 1
-    op: str
-    model: str
-    inputs: dict[str, WireTensor]
-    version: int | None = None
-    signature: str = "serving_default"
-    outputs: list[str] | None = None
-    timeout_ms: int | float | None = None
-
+__all__ = ["InferRequest", "WireTensor", "decode_infer"]
 
 _decoder = msgspec.msgpack.Decoder(InferRequest)
 

@@ -23,11 +23,11 @@ MAX_UINT64 = (1 << 64) - 1
 # form of every int, float64, str8 for short strings, bin for bytes; tests/test_wire.py
 # compares them) in a fifth of the time: a reply is packed once per request.
 _encoder = msgspec.msgpack.Encoder()
-_packb = _encoder.encode
+encode = _encoder.encode
 
 
 def pack(obj: dict[str, Any]) -> bytes:
-    body = _packb(obj)
+    body = encode(obj)
     return HEADER.pack(len(body)) + body
 
 
@@ -78,9 +78,9 @@ def _encode(obj: Any, buf: bytearray, parts: list[bytes | memoryview]) -> None:
         buf.clear()
         parts.append(obj if isinstance(obj, (bytes, memoryview)) else bytes(obj))
     elif isinstance(obj, memoryview):
-        buf += _packb(obj.tobytes())
+        buf += encode(obj.tobytes())
     else:
-        buf += _packb(obj)
+        buf += encode(obj)
 
 
 def _nbytes(obj: bytes | bytearray | memoryview) -> int:

@@ -48,12 +48,16 @@ RING_BYTES = 64 << 20
 
 class _Conn:
     regions = None
+    takes_frames = True  # as the msgpack connection: ok replies of a batch come packed
 
     def __init__(self) -> None:
         self.out: list[bytes] = []
 
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:
         self.out.append(wire.pack(msg))
+
+    def send_frame(self, frame: bytes) -> None:
+        self.out.append(frame)
 
     def request_done(self) -> None:
         pass

@@ -25,11 +25,10 @@ from types import ModuleType
 PURE_ENV = "RINGSERVE_PURE_PYTHON"
 
 # The request path, by repository folder. Left out, as mypyc cannot compile them as
-# written; both run per request or per batch, little of it Python: ipc/requests.py
-# (msgspec Struct classes; msgspec decodes in C) and frontend/finetimer.py (ctypes
-# structures).
+# written, both mostly C: ipc/requesttypes.py (msgspec Struct classes, which
+# ipc/requests.py decodes with) and frontend/finetimer.py (ctypes structures).
 COMPILED_DIRS = ("ipc", "frontend")
-NOT_COMPILED = ("ipc/requests.py", "frontend/finetimer.py")
+NOT_COMPILED = ("ipc/requesttypes.py", "frontend/finetimer.py")
 # The one shared library mypyc builds for them: ringserve/native__mypyc.*.so
 GROUP = "ringserve.native"
 # What `import ringserve` itself may load, besides the subpackages.

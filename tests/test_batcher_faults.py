@@ -87,6 +87,7 @@ class Recorder:
     """The connection side of a Dispatcher: records what would be sent."""
 
     regions = None
+    takes_frames = False  # replies as maps, to read them here
 
     def __init__(self) -> None:
         self.replies: list[dict[str, Any]] = []

@@ -32,6 +32,7 @@ RING = 1 << 20
 
 class _Conn:
     regions = None
+    takes_frames = False
 
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:
         raise AssertionError(f"no reply expected here: {msg}")

@@ -73,6 +73,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.regions: Regions | None = None  # a dispatcher Replier; HTTP has no regions
+        self.takes_frames = False  # its replies are JSON, built from the reply map
         self.closed = False
         self.place = Place(frontend, kind)
         self.pipeline: deque[Request] = deque()  # in arrival order; replies leave so
@@ -251,6 +252,10 @@ class HttpConnection(asyncio.Protocol):
         done = self.waiting.pop(msg.get("id"), None)  # type: ignore[arg-type]
         if done is not None and not self.closed:
             done(msg)
+
+    def send_frame(self, frame: bytes) -> None:
+        # Never called: `takes_frames` is False, so the dispatcher hands over the map.
+        raise TypeError("an HTTP connection answers in JSON, built from the reply map")
 
     def request_done(self) -> None:
         """Flow control counts the pipeline, which the response itself shortens."""

@@ -1,0 +1,106 @@
+"""A batch's `ok` replies, each packed from pieces into the frame `wire.pack` writes for
+its reply map, without building the map.
+
+Every reply split from one batch names the same model and version, and the same
+outputs with the same dtypes and row shapes: only the request id, its rows and their
+bytes differ. So the pieces they share are encoded once a batch, by the encoder
+`wire.pack` uses, and a request's frame is the join of those pieces with its id, its
+first dimension and a slice of each output. tests/test_batchreplies.py holds every
+frame to `wire.pack`'s bytes for the same map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .wire import HEADER, encode
+
+# The keys of an ok reply and of a wire tensor, in the order the maps are written
+# (frontend/replies.py builds the same maps in the same order).
+_ID = b"\x85" + encode("id")
+_DATA = encode("data")
+
+
+def _header(n: int, small: int, tag16: bytes, tag32: bytes, fix_limit: int) -> bytes:
+    if n < fix_limit:
+        return bytes((small | n,))
+    return tag16 + n.to_bytes(2, "big") if n < 65536 else tag32 + n.to_bytes(4, "big")
+
+
+def map_header(n: int) -> bytes:
+    return _header(n, 0x80, b"\xde", b"\xdf", 16)
+
+
+def array_header(n: int) -> bytes:
+    return _header(n, 0x90, b"\xdc", b"\xdd", 16)
+
+
+def bin_header(n: int) -> bytes:
+    if n < 256:
+        return b"\xc4" + bytes((n,))
+    return b"\xc5" + n.to_bytes(2, "big") if n < 65536 else b"\xc6" + n.to_bytes(4, "big")
+
+
+# One output of the batch: (name, protocol dtype, row shape, bytes per row, its bytes
+# as a flat byte view, rows first).
+Output = tuple[str, str, Sequence[int], int, memoryview]
+
+
+class BatchReplies:
+    __slots__ = ("_cut", "_head", "_outs", "_rows", "_size")
+
+    def __init__(self, model: str, version: int, outputs: Sequence[Output]) -> None:
+        self._head = (
+            encode("ok")
+            + encode(True)
+            + encode("model")
+            + encode(model)
+            + encode("version")
+            + encode(version)
+            + encode("outputs")
+            + map_header(len(outputs))
+        )
+        # Per output: what precedes its first dimension, what follows it up to the
+        # data's bin header, the bytes of one row, and the output's bytes.
+        self._outs = [
+            (
+                encode(name)
+                + map_header(3)
+                + encode("dtype")
+                + encode(dtype)
+                + encode("shape")
+                + array_header(1 + len(tail)),
+                b"".join(encode(d) for d in tail) + _DATA,
+                stride,
+                view,
+            )
+            for name, dtype, tail, stride, view in outputs
+        ]
+        # For the last number of rows seen (the requests of a batch mostly hold the
+        # same): per output, every byte before its data, the bytes of a row and of
+        # the data; and the size of a frame's body but the id.
+        self._rows = -1
+        self._cut: list[tuple[bytes, int, int, memoryview]] = []
+        self._size = 0
+
+    def _cut_for(self, rows: int) -> None:
+        first = encode(rows)
+        self._cut = [
+            (before + first + after + bin_header(rows * stride), stride, rows * stride, view)
+            for before, after, stride, view in self._outs
+        ]
+        self._size = len(_ID) + len(self._head) + sum(len(c[0]) + c[2] for c in self._cut)
+        self._rows = rows
+
+    def frame(self, cid: int, start: int, rows: int) -> bytes:
+        """The frame of the ok reply to request `cid`, which holds `rows` rows of the
+        batch from row `start`."""
+        if rows != self._rows:
+            self._cut_for(rows)
+        rid = encode(cid)
+        parts: list[bytes | memoryview] = [HEADER.pack(self._size + len(rid)), _ID, rid, self._head]
+        for before, stride, n, view in self._cut:
+            at = start * stride
+            parts.append(before)
+            parts.append(view[at : at + n])
+        return b"".join(parts)
