@@ -43,7 +43,7 @@ class BuildNative(build_ext):
         if not (self.inplace or getattr(self, "editable_mode", False)) and wanted():
             try:
                 self.distribution.ext_modules = self._mypycify()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # mypyc exits on a type error
                 _fallback(exc)
         super().finalize_options()
 
