@@ -232,8 +232,11 @@ class Batcher:
             head, last, k, r = seen
             if q[0] is head and k <= len(q) and q[k - 1] is last:
                 n, rows = k, r
-        for p in itertools.islice(q, n, None):
-            rows += p.rows or 0
+        if n == len(q) - 1:  # one arrival since the last count: the usual case
+            rows += q[-1].rows or 0
+        else:
+            for p in itertools.islice(q, n, None):
+                rows += p.rows or 0
         self.counted[id(v)] = (q[0], q[-1], len(q), rows)
         return rows >= max_rows
 
