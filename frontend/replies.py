@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ringserve.ipc import errors as E
-from ringserve.ipc.batchreplies import BatchReplies
+from ringserve.ipc.batchreplies import BatchReplies, Layout
 from ringserve.ipc.errors import ProtocolError
 from ringserve.ipc.tensors import STRING, byte_view, dtype_name
 from ringserve.ipc.wire import INLINE_LIMIT
@@ -20,10 +20,19 @@ from .pending import Job, Pending
 from .recorder import OK
 from .stats import ModelStats
 
+# Reply layouts remembered (model, version, output names, dtypes and row shapes).
+TEMPLATES = 256
+
+
+def output_layout(outs: dict[str, np.ndarray[Any, Any]]) -> list[Layout]:
+    """Per output of a batch: name, protocol dtype, row shape, bytes of a row."""
+    return [(k, dtype_name(a.dtype), list(a.shape[1:]), a.strides[0]) for k, a in outs.items()]
+
 
 class Replies:
     def __init__(self, models: Any = ()) -> None:
         self.stats: dict[str, ModelStats] = {m: ModelStats() for m in models}
+        self._templates: dict[tuple[Any, ...], BatchReplies] = {}
 
     def model_stats(self, name: str) -> ModelStats:
         st = self.stats.get(name)
@@ -47,15 +56,15 @@ class Replies:
         total = job.rows  # the requests' rows plus padding
         bad = {k: list(a.shape) for k, a in outs.items() if a.ndim == 0 or a.shape[0] != total}
         # Numeric outputs small enough to pack at once: each reply takes a byte slice
-        # of the ring (msgpack copies it), with the dtype and row shape worked out once.
-        rows_out = None
-        small = all(a.dtype.kind != "O" and a.nbytes <= 65536 for a in outs.values())
-        if not bad and small and all(a.flags.c_contiguous for a in outs.values()):
-            rows_out = [
-                (k, dtype_name(a.dtype), list(a.shape[1:]), a.strides[0], byte_view(a))
-                for k, a in outs.items()
-            ]
-        frames: BatchReplies | None = None  # built for the first msgpack reply
+        # of the ring (copied into its frame), with the dtype and row shape worked out
+        # once a batch, or once a layout for msgpack replies (ipc/batchreplies.py).
+        small = not bad and all(
+            a.dtype.kind != "O" and a.nbytes <= 65536 and a.flags.c_contiguous
+            for a in outs.values()
+        )
+        views = [byte_view(a) for a in outs.values()] if small else []
+        layout: list[Layout] | None = None
+        frames: BatchReplies | None = None
         for p, start, rows in job.parts:
             if p.done:
                 continue
@@ -69,22 +78,37 @@ class Replies:
                     f"the batch) to split the batch, received shapes {bad}; "
                     "this model's outputs are not batch-major: disable batching for it",
                 )
-            elif rows_out is not None and not p.output_shm and p.conn.takes_frames:
+            elif small and not p.output_shm and p.conn.takes_frames:
                 if frames is None:
-                    frames = BatchReplies(p.model, job.version, rows_out)
-                self.reply_frame(p, frames.frame(p.cid, start, rows))
-            elif rows_out is not None and not p.output_shm:
+                    frames = self._frames(p.model, job.version, outs)
+                self.reply_frame(p, frames.frame(p.cid, start, rows, views))
+            elif small and not p.output_shm:
+                if layout is None:
+                    layout = output_layout(outs)
                 wire = {
                     k: {
                         "dtype": dt,
                         "shape": [rows, *tail],
                         "data": mv[start * stride : (start + rows) * stride],
                     }
-                    for k, dt, tail, stride, mv in rows_out
+                    for (k, dt, tail, stride), mv in zip(layout, views, strict=True)
                 }
                 self.reply_ok(p, job.version, wire, large=False)
             else:
                 self.succeed(p, job.version, {k: a[start : start + rows] for k, a in outs.items()})
+
+    def _frames(
+        self, model: str, version: int, outs: dict[str, np.ndarray[Any, Any]]
+    ) -> BatchReplies:
+        """The pieces of the replies for this model, version and output layout, encoded
+        the first time a batch has them (a bounded cache: cleared when full)."""
+        key = (model, version, *[(k, a.dtype.str, a.shape[1:]) for k, a in outs.items()])
+        frames = self._templates.get(key)
+        if frames is None:
+            if len(self._templates) >= TEMPLATES:
+                self._templates.clear()
+            frames = self._templates[key] = BatchReplies(model, version, output_layout(outs))
+        return frames
 
     def succeed(self, p: Pending, version: int, outs: dict[str, np.ndarray[Any, Any]]) -> None:
         wire: dict[str, Any] = {}

@@ -3,10 +3,11 @@ its reply map, without building the map.
 
 Every reply split from one batch names the same model and version, and the same
 outputs with the same dtypes and row shapes: only the request id, its rows and their
-bytes differ. So the pieces they share are encoded once a batch, by the encoder
-`wire.pack` uses, and a request's frame is the join of those pieces with its id, its
-first dimension and a slice of each output. tests/test_batchreplies.py holds every
-frame to `wire.pack`'s bytes for the same map.
+bytes differ. So the pieces they share are encoded once, by the encoder `wire.pack`
+uses, and kept for the next batch of the same layout (frontend/replies.py); a
+request's frame is the join of those pieces with its id, its first dimension and a
+slice of each output. tests/test_batchreplies.py holds every frame to `wire.pack`'s
+bytes for the same map.
 """
 
 from __future__ import annotations
@@ -41,15 +42,17 @@ def bin_header(n: int) -> bytes:
     return b"\xc5" + n.to_bytes(2, "big") if n < 65536 else b"\xc6" + n.to_bytes(4, "big")
 
 
-# One output of the batch: (name, protocol dtype, row shape, bytes per row, its bytes
-# as a flat byte view, rows first).
-Output = tuple[str, str, Sequence[int], int, memoryview]
+# One output of the batch: (name, protocol dtype, row shape, bytes per row).
+Layout = tuple[str, str, Sequence[int], int]
 
 
 class BatchReplies:
+    """The reply pieces of one model, version and output layout; each frame joins them
+    with a request's id and rows and the batch's outputs, as flat byte views."""
+
     __slots__ = ("_cut", "_head", "_outs", "_rows", "_size")
 
-    def __init__(self, model: str, version: int, outputs: Sequence[Output]) -> None:
+    def __init__(self, model: str, version: int, outputs: Sequence[Layout]) -> None:
         self._head = (
             encode("ok")
             + encode(True)
@@ -61,7 +64,7 @@ class BatchReplies:
             + map_header(len(outputs))
         )
         # Per output: what precedes its first dimension, what follows it up to the
-        # data's bin header, the bytes of one row, and the output's bytes.
+        # data's bin header, and the bytes of one row.
         self._outs = [
             (
                 encode(name)
@@ -72,35 +75,36 @@ class BatchReplies:
                 + array_header(1 + len(tail)),
                 b"".join(encode(d) for d in tail) + _DATA,
                 stride,
-                view,
             )
-            for name, dtype, tail, stride, view in outputs
+            for name, dtype, tail, stride in outputs
         ]
         # For the last number of rows seen (the requests of a batch mostly hold the
         # same): per output, every byte before its data, the bytes of a row and of
         # the data; and the size of a frame's body but the id.
         self._rows = -1
-        self._cut: list[tuple[bytes, int, int, memoryview]] = []
+        self._cut: list[tuple[bytes, int, int]] = []
         self._size = 0
 
     def _cut_for(self, rows: int) -> None:
         first = encode(rows)
         self._cut = [
-            (before + first + after + bin_header(rows * stride), stride, rows * stride, view)
-            for before, after, stride, view in self._outs
+            (before + first + after + bin_header(rows * stride), stride, rows * stride)
+            for before, after, stride in self._outs
         ]
         self._size = len(_ID) + len(self._head) + sum(len(c[0]) + c[2] for c in self._cut)
         self._rows = rows
 
-    def frame(self, cid: int, start: int, rows: int) -> bytes:
+    def frame(self, cid: int, start: int, rows: int, views: Sequence[memoryview]) -> bytes:
         """The frame of the ok reply to request `cid`, which holds `rows` rows of the
-        batch from row `start`."""
+        batch from row `start`; `views` are the outputs' bytes, in layout order."""
         if rows != self._rows:
             self._cut_for(rows)
         rid = encode(cid)
         parts: list[bytes | memoryview] = [HEADER.pack(self._size + len(rid)), _ID, rid, self._head]
-        for before, stride, n, view in self._cut:
+        cut = self._cut
+        for i in range(len(cut)):
+            before, stride, n = cut[i]
             at = start * stride
             parts.append(before)
-            parts.append(view[at : at + n])
+            parts.append(views[i][at : at + n])
         return b"".join(parts)

@@ -164,18 +164,20 @@ def read(payload: memoryview) -> tuple[list[Any], dict[str, np.ndarray[Any, Any]
         if dtype is None or off < 0 or nbytes < 0 or base + off + nbytes > size:
             raise RingCorrupt(f"record tensor {name!r}: bad dtype or extent")
         n = shape[0] if len(shape) == 1 else count(shape)
-        if dtype == STRING:
-            a = _read_strings(payload, base + off, nbytes, n)
-        else:
-            dt = NUMPY[dtype]
-            if n * dt.itemsize != nbytes:
-                raise RingCorrupt(f"record tensor {name!r}: {nbytes} bytes for shape {shape}")
-            a = np.frombuffer(payload, dtype=dt, count=n, offset=base + off)
-        if len(shape) != 1:
-            try:
-                a = a.reshape(shape)
-            except ValueError:  # a zero-size shape numpy cannot hold: too many dims, or huge
-                raise RingCorrupt(f"record tensor {name!r}: shape {shape} is not valid") from None
+        try:
+            if dtype == STRING:
+                a = _read_strings(payload, base + off, nbytes, n)
+                if len(shape) != 1:
+                    a = a.reshape(shape)
+            else:
+                dt = NUMPY[dtype]
+                if n * dt.itemsize != nbytes:
+                    raise RingCorrupt(f"record tensor {name!r}: {nbytes} bytes for shape {shape}")
+                # One call, its arguments by position: numpy parses keywords slowly, and
+                # this runs for every output of every batch.
+                a = np.ndarray(shape, dt, payload, base + off)
+        except ValueError:  # a zero-size shape numpy cannot hold: too many dims, or huge
+            raise RingCorrupt(f"record tensor {name!r}: shape {shape} is not valid") from None
         out[name] = a
     return head, out
 
