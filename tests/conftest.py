@@ -4,6 +4,7 @@ and a leak check that fails the run if any process or /dev/shm object outlives i
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,7 +68,13 @@ def no_leaks() -> Iterator[None]:
     yield
     left = shm_entries() - before
     assert not left, f"shared-memory objects leaked: {sorted(left)}"
+    # A server killed with SIGKILL by a test leaves its workers to notice the dead
+    # supervisor and exit on their own, which takes them a moment: wait for that.
+    deadline = time.monotonic() + 15.0
     groups = live_groups()
+    while groups and time.monotonic() < deadline:
+        time.sleep(0.05)
+        groups = live_groups()
     assert not groups, f"processes of these server groups outlived the tests: {groups}"
 
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ringserve.runtime.config import ServerConfig
 from ringserve.runtime.launch import ServerProcess, free_port
@@ -155,27 +155,36 @@ def render(
 class HAProxy:
     """haproxy -db (foreground) on a rendered config; stats through its socket."""
 
+    log: IO[bytes]
+
     def __init__(self, workdir: Path, instances: list[Instance], inter_ms: int = 200) -> None:
         self.dir = workdir
-        self.msgpack_port = free_port()
-        self.rest_port = free_port()
-        self.stats_port = free_port()
+        self.instances = instances
         self.socket = str(workdir / "haproxy-admin.sock")
         self.inter_ms = inter_ms
         self.cfg = workdir / "haproxy.cfg"
+        self._render()
+        self.binary = haproxy_binary()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _render(self) -> None:
+        """Free ports and the config that binds them. A port free when chosen can be
+        taken before HAProxy binds it (by a client's ephemeral port): `start` then
+        renders again with new ones."""
+        self.msgpack_port = free_port()
+        self.rest_port = free_port()
+        self.stats_port = free_port()
         self.cfg.write_text(
             render(
                 SHIPPED.read_text(),
-                instances,
+                self.instances,
                 msgpack_port=self.msgpack_port,
                 rest_port=self.rest_port,
                 stats_port=self.stats_port,
                 stats_socket=self.socket,
-                inter_ms=inter_ms,
+                inter_ms=self.inter_ms,
             )
         )
-        self.binary = haproxy_binary()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -185,24 +194,35 @@ class HAProxy:
         r = subprocess.run([self.binary, "-c", "-f", str(self.cfg)], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
 
-    def start(self) -> HAProxy:
-        self.check()
-        self.log = open(self.dir / "haproxy.log", "wb")
-        self.proc = subprocess.Popen(
-            [self.binary, "-db", "-f", str(self.cfg)],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+    def start(self, attempts: int = 3) -> HAProxy:
+        for attempt in range(attempts):
+            if attempt:
+                self.log.close()
+                self._render()
+            self.check()
+            self.log = open(self.dir / "haproxy.log", "wb")
+            self.proc = subprocess.Popen(
+                [self.binary, "-db", "-f", str(self.cfg)],
+                stdin=subprocess.DEVNULL,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    self.stats()
+                    return self
+                except OSError:
+                    time.sleep(0.02)
+            else:
+                raise AssertionError(f"haproxy did not open its stats socket\n{self.log_text()}")
+            if "Address already in use" not in self.log_text():
+                raise AssertionError(f"haproxy exited at start\n{self.log_text()}")
+        raise AssertionError(
+            f"haproxy could not bind free ports {attempts} times\n{self.log_text()}"
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_text()
-            try:
-                self.stats()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        raise AssertionError(f"haproxy did not open its stats socket\n{self.log_text()}")
 
     def log_text(self) -> str:
         return (self.dir / "haproxy.log").read_text(errors="replace")[-4000:]
