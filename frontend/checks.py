@@ -207,7 +207,11 @@ class TypedInputChecks:
     def check(
         self, inputs: dict[str, WireTensor], spec: dict[str, Any], max_rank: int
     ) -> list[Any]:
-        key = (id(spec), max_rank, *[(n, t.dtype, *t.shape) for n, t in inputs.items()])
+        if len(inputs) == 1:  # the common case: one tuple for the key, not four objects
+            ((n, t),) = inputs.items()
+            key: tuple[Any, ...] = (id(spec), max_rank, n, t.dtype, tuple(t.shape))
+        else:
+            key = (id(spec), max_rank, *[(n, t.dtype, tuple(t.shape)) for n, t in inputs.items()])
         hit = self._seen.get(key)
         # The spec is held by the entry, so its id cannot be reused while it is there.
         if hit is not None and hit[0] is spec:

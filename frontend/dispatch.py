@@ -25,7 +25,7 @@ from ringserve.ipc.tensors import STRING, count, itemsize
 from . import checks, fairness
 from .batcher import Batcher
 from .links import WorkerLink
-from .pending import Job, Pending, Replier
+from .pending import NO_TENSORS, Job, Pending, Replier
 from .polling import Poller
 from .registry import ModelState, Registry, VersionState
 from .replies import Replies
@@ -340,7 +340,7 @@ class Dispatcher:
                         keep.append(p)
                     elif not p.done:
                         p.done = True
-                        p.tensors = []
+                        p.tensors = NO_TENSORS
                         self.model_stats(p.model).cancelled += 1
                         if p.timer is not None:
                             p.timer.cancel()

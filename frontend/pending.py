@@ -22,6 +22,13 @@ class Replier(Protocol):
     def request_done(self) -> None: ...
 
 
+# What a request holds before its checks and after its answer, and the output
+# regions of one that names none: shared, never mutated (each is replaced whole), so
+# a request allocates neither.
+NO_TENSORS: list[Any] = []
+NO_OUTPUT_SHM: dict[str, tuple[Region, int, int]] = {}
+
+
 class Pending:
     """One client request, from validation to its reply."""
 
@@ -50,9 +57,9 @@ class Pending:
         self.model = model
         self.version = version
         self.sig = "serving_default"
-        self.tensors: list[Any] = []
+        self.tensors = NO_TENSORS
         self.wanted: list[str] | None = None
-        self.output_shm: dict[str, tuple[Region, int, int]] = {}
+        self.output_shm = NO_OUTPUT_SHM
         self.rows: int | None = None  # batch dimension shared by every input, if any
         self.key: tuple[Any, ...] = ()  # what must match to share a batch
         self.deadline = 0.0

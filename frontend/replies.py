@@ -16,7 +16,7 @@ from ringserve.ipc.errors import ProtocolError
 from ringserve.ipc.tensors import STRING, byte_view, dtype_name
 from ringserve.ipc.wire import INLINE_LIMIT
 
-from .pending import Job, Pending
+from .pending import NO_TENSORS, Job, Pending
 from .recorder import OK
 from .stats import ModelStats
 
@@ -176,7 +176,7 @@ class Replies:
 
     def finish(self, p: Pending) -> None:
         p.done = True
-        p.tensors = []
+        p.tensors = NO_TENSORS
         if p.timer is not None:
             p.timer.cancel()
             p.timer = None
