@@ -140,7 +140,7 @@ def syscall_report(args: argparse.Namespace, tmp: str, out: dict[str, Any], r: A
     `perf trace -s`: each thread's table is `syscall calls errors total-ms ...`."""
     text = Path(f"{tmp}/trace.txt").read_text() if Path(f"{tmp}/trace.txt").exists() else ""
     calls: collections.Counter[str] = collections.Counter()
-    ms: collections.Counter[str] = collections.Counter()
+    ms: dict[str, float] = collections.defaultdict(float)
     for line in text.splitlines():
         f = line.split()
         if len(f) >= 4 and f[1].isdigit() and f[2].isdigit():

@@ -87,7 +87,7 @@ def reference_bank(tmp: Path, models: dict[str, Path], seed: int) -> tuple[dict,
     """Inputs, and TensorFlow's outputs for them, computed in a TF child process."""
     rng = np.random.default_rng(seed)
     bank = {m: rng.standard_normal((BANK_ROWS, w)).astype(np.float32) for m, w in WIDTH.items()}
-    np.savez(tmp / "bank.npz", **bank)
+    np.savez(tmp / "bank.npz", **bank)  # type: ignore[arg-type]  # (numpy's stub: allow_pickle)
     subprocess.run(
         [
             sys.executable,

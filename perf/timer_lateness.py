@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Any
 
 import uvloop
 
@@ -21,11 +22,11 @@ from ringserve.frontend.finetimer import FineTimer
 async def measure(delay_s: float, count: int) -> list[float]:
     loop = asyncio.get_running_loop()
     late: list[float] = []
-    state: dict[str, object] = {}
+    state: dict[str, Any] = {}
 
     def fired() -> None:
-        late.append(time.perf_counter() - float(state["at"]))  # type: ignore[arg-type]
-        state["done"].set_result(None)  # type: ignore[union-attr]
+        late.append(time.perf_counter() - float(state["at"]))
+        state["done"].set_result(None)
 
     timer = FineTimer(loop, fired)
     for _ in range(count):

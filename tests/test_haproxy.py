@@ -104,7 +104,11 @@ def test_rolling_restart_and_kill_behind_haproxy(model_root: Path, tmp_path: Pat
             assert time.monotonic() - t0 < 20  # drained, not killed at grace_seconds
             inst.start()
             wait_for(lambda: up(proxy, names), 30, f"{inst.name} UP again")
-            wait_for(lambda b=before: sum(ld.ok for ld in loads) >= b + 50, 30, "traffic goes on")
+
+            def moved(b: int = before + 50) -> bool:
+                return sum(ld.ok for ld in loads) >= b
+
+            wait_for(moved, 30, "traffic goes on")
         failures = [f for ld in loads for f in ld.failures]
         assert not failures, failures[:5]
         assert sum(ld.client.retries for ld in loads) > 0  # clients did move
