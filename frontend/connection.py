@@ -133,6 +133,11 @@ class Connection:
         while view and not self.closed:
             buf = self.get_buffer(len(view))
             n = min(len(buf), len(view))
+            if not n:  # no room: never expected, but never a loop that cannot end
+                self.limit_close(
+                    "max_frame_bytes", "no room left to read into", E.RESOURCE_EXHAUSTED
+                )
+                return
             buf[:n] = view[:n]
             view = view[n:]
             self.buffer_updated(n)
