@@ -14,32 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .wire import HEADER, encode
+from .wire import HEADER, array_header, bin_header, encode, map_header
 
 # The keys of an ok reply and of a wire tensor, in the order the maps are written
 # (frontend/replies.py builds the same maps in the same order).
 _ID = b"\x85" + encode("id")
 _DATA = encode("data")
-
-
-def _header(n: int, small: int, tag16: bytes, tag32: bytes, fix_limit: int) -> bytes:
-    if n < fix_limit:
-        return bytes((small | n,))
-    return tag16 + n.to_bytes(2, "big") if n < 65536 else tag32 + n.to_bytes(4, "big")
-
-
-def map_header(n: int) -> bytes:
-    return _header(n, 0x80, b"\xde", b"\xdf", 16)
-
-
-def array_header(n: int) -> bytes:
-    return _header(n, 0x90, b"\xdc", b"\xdd", 16)
-
-
-def bin_header(n: int) -> bytes:
-    if n < 256:
-        return b"\xc4" + bytes((n,))
-    return b"\xc5" + n.to_bytes(2, "big") if n < 65536 else b"\xc6" + n.to_bytes(4, "big")
 
 
 # One output of the batch: (name, protocol dtype, row shape, bytes per row).

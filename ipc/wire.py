@@ -50,30 +50,42 @@ def pack_parts(obj: dict[str, Any]) -> list[bytes | memoryview]:
 INLINE_LIMIT = 4096
 
 
+def _sized(n: int, fix: int, tag16: bytes, tag32: bytes) -> bytes:
+    if n < 16:
+        return bytes((fix | n,))
+    return tag16 + n.to_bytes(2, "big") if n < 65536 else tag32 + n.to_bytes(4, "big")
+
+
+def map_header(n: int) -> bytes:
+    """The msgpack header of a map of `n` pairs, as msgpack and msgspec write it."""
+    return _sized(n, 0x80, b"\xde", b"\xdf")
+
+
+def array_header(n: int) -> bytes:
+    return _sized(n, 0x90, b"\xdc", b"\xdd")
+
+
+def bin_header(n: int) -> bytes:
+    if n < 256:
+        return b"\xc4" + bytes((n,))
+    return b"\xc5" + n.to_bytes(2, "big") if n < 65536 else b"\xc6" + n.to_bytes(4, "big")
+
+
 def _encode(obj: Any, buf: bytearray, parts: list[bytes | memoryview]) -> None:
     if isinstance(obj, dict):
-        n = len(obj)
-        if n < 16:
-            buf.append(0x80 | n)
-        else:
-            buf += b"\xde" + struct.pack(">H", n) if n < 65536 else b"\xdf" + struct.pack(">I", n)
+        buf += map_header(len(obj))
         for k, v in obj.items():
             _encode(k, buf, parts)
             _encode(v, buf, parts)
     elif isinstance(obj, (list, tuple)) and any(isinstance(x, (dict, memoryview)) for x in obj):
-        n = len(obj)
-        if n < 16:
-            buf.append(0x90 | n)
-        else:
-            buf += b"\xdc" + struct.pack(">H", n) if n < 65536 else b"\xdd" + struct.pack(">I", n)
+        buf += array_header(len(obj))
         for v in obj:
             _encode(v, buf, parts)
     elif isinstance(obj, (bytes, bytearray, memoryview)) and _nbytes(obj) > INLINE_LIMIT:
         if isinstance(obj, memoryview) and (obj.format != "B" or obj.ndim != 1):
             obj = obj.cast("B") if obj.c_contiguous else memoryview(obj.tobytes())
         n = len(obj)
-        # The same bin header msgpack itself would write, so both encoders agree.
-        buf += b"\xc5" + struct.pack(">H", n) if n < 65536 else b"\xc6" + struct.pack(">I", n)
+        buf += bin_header(n)  # the one msgpack itself writes, so both encoders agree
         parts.append(bytes(buf))
         buf.clear()
         parts.append(obj if isinstance(obj, (bytes, memoryview)) else bytes(obj))

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringserve.ipc import wire
-from ringserve.ipc.batchreplies import BatchReplies, array_header, bin_header, map_header
+from ringserve.ipc.batchreplies import BatchReplies
 from ringserve.ipc.tensors import byte_view
+from ringserve.ipc.wire import array_header, bin_header, map_header
 
 names = st.text(min_size=0, max_size=300)
 ints = st.one_of(
