@@ -71,6 +71,9 @@ def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
         frac = [
             r["rps"] / E.floor_of(res["floor"], "demo", 1, r["round"])["calls_per_s"] for r in rs
         ]
+        # The issue 16 ratio at every point, not only at the targets' c=32.
+        mbs = res["plan"]["max_batch_size"]
+        frac_batch = [r["rps"] / floor_rows_per_s(res["floor"], mbs, r["round"]) for r in rs]
         mean_batch, batches, pad = pooled_batches(rs)
         out.append(
             {
@@ -85,6 +88,7 @@ def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
                 "send_lag_p50_us": med.get("send_lag_p50_us"),
                 "send_lag_p99_us": med.get("send_lag_p99_us"),
                 "rps_fraction": B.median(frac),
+                "rps_batch_fraction": B.median(frac_batch),
                 "mean_batch": mean_batch,
                 "batches": batches,
                 "padding_rows": pad,
@@ -309,6 +313,7 @@ def render(res: dict[str, Any]) -> str:
                 "p50 us",
                 "p99 us",
                 "req/s / inproc b1",
+                f"req/s / inproc b{res['plan']['max_batch_size']} rows/s",
                 "mean batch",
                 "batches",
                 "padding rows",
@@ -328,6 +333,7 @@ def render(res: dict[str, Any]) -> str:
                     B.fmt(s["p50_us"]),
                     B.fmt(s["p99_us"]),
                     B.fmt(s["rps_fraction"], 2),
+                    B.fmt(s["rps_batch_fraction"], 2),
                     B.fmt(s["mean_batch"], 2),
                     s["batches"],
                     s["padding_rows"],
@@ -407,13 +413,15 @@ def render(res: dict[str, Any]) -> str:
     lines += [
         "",
         "`mean batch`: rows per batch the batching server formed during the point (warm-up "
-        "included), from the `stats` op's `batch_sizes` histogram; `padding rows`: rows "
-        "added to reach allowed_batch_sizes. `req/s / inproc b1`: over the batch-1 floor's "
-        "calls/s. `worker us/call`: the worker's own time per TF call (one request, or one "
-        "batch) from `stats`; `worker busy %`: that time over the wall time (100 = never "
-        "idle); CPU %: percent of one core (schedstat, spinning included). Open loop: "
-        "`achieved` counts successful replies over the time they took to arrive; `errors` "
-        "are error replies (e.g. RESOURCE_EXHAUSTED past max_queue), `lost` requests never "
-        "answered or never sent (the generator's in-flight cap).",
+        "included), from the `stats` op's `batch_sizes` histogram; `padding rows`: rows added"
+        " to reach allowed_batch_sizes. `req/s / inproc b1`: over the batch-1 floor's "
+        "calls/s; `req/s / inproc b32 rows/s` (at max_batch_size 32): over the floor's rows/s"
+        " at max_batch_size, the ratio of target (b) at every point. `worker us/call`: the "
+        "worker's own time per TF call (one request, or one batch) from `stats`; `worker busy"
+        " %`: that time over the wall time (100 = never idle); CPU %: percent of one core "
+        "(schedstat, spinning included). Open loop: `achieved` counts successful replies over"
+        " the time they took to arrive; `errors` are error replies (e.g. RESOURCE_EXHAUSTED "
+        "past max_queue), `lost` requests never answered or never sent (the generator's in-"
+        "flight cap).",
     ]
     return "\n".join(lines)
