@@ -29,7 +29,20 @@ def test_ruff_format() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def run_in(cwd: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+
+
 def test_mypy() -> None:
     pytest.importorskip("mypy")
     r = run(sys.executable, "-m", "mypy", *[c for c in CODE if c not in ("tests", "perf")])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("folder", ["tests", "perf"])
+def test_mypy_scripts(folder: str) -> None:
+    """The tests and the benchmarks are checked too, each from its own folder: their
+    modules import each other by bare name (conftest, benchlib), as they run."""
+    pytest.importorskip("mypy")
+    r = run_in(ROOT / folder, sys.executable, "-m", "mypy", ".")
     assert r.returncode == 0, r.stdout + r.stderr
