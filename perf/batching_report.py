@@ -280,7 +280,8 @@ def render(res: dict[str, Any]) -> str:
         f"{p['warmup']} s warm-up; median of {p['repeat']} rounds"
         + (
             f"; `@base` = the same configuration served by `{res['compare_python']}` "
-            "(another ringserve, alternating with this one in every round)"
+            f"(another ringserve, from `{res.get('compare_ringserve') or '?'}`, alternating "
+            "with this one in every round)"
             if res.get("compare_python")
             else ""
         ),

@@ -48,6 +48,7 @@ loops send on --open-connections connections (default 1).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -201,8 +202,33 @@ def _cpus(s: frozenset[int] | None) -> list[int] | None:
     return sorted(s) if s is not None else None
 
 
+def ringserve_origin(python: str) -> str:
+    """Where `python` imports ringserve from."""
+    code = "import os, ringserve; print(os.path.realpath(ringserve.__file__))"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise SystemExit(f"bench_batching: {python} cannot import ringserve: {out.stderr[-500:]}")
+    return out.stdout.strip()
+
+
+def check_compared(python: str) -> str:
+    """Refuse a --compare-python that serves the very code this side serves: a venv made
+    with --system-site-packages imports a ringserve installed into the system
+    interpreter before its own editable one, and the before/after ratios are then 1.0."""
+    theirs = ringserve_origin(python)
+    ours = ringserve_origin(sys.executable)
+    if theirs == ours:
+        raise SystemExit(
+            f"bench_batching: --compare-python {python} imports ringserve from {theirs}, "
+            "as this interpreter does: there is nothing to compare (uninstall the shared "
+            "copy, e.g. from the system interpreter)"
+        )
+    return theirs
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     p = plan_of(args)
+    compared_origin = check_compared(args.compare_python) if args.compare_python else None
     base = E.ServerKnobs(args.instances, args.intra, args.inter, list(args.server_toml))
     knobs = {
         "off": base,
@@ -298,6 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "knobs": {k: v.__dict__ for k, v in knobs.items()},
         "configs": configs,
         "compare_python": args.compare_python,
+        "compare_ringserve": compared_origin,
         "servers": servers,
         "floor_child": child_info,
         "floor": floor,
