@@ -51,9 +51,10 @@ def content(cfg: Config, g: GroupConfig, wanted: dict[str, list[int]]) -> Conten
 
 def attach(fe: Any, link: Any, reports: list[dict[str, Any]], log: Any) -> list[str]:
     """A group worker reported ready: it serves every version that loaded; a version
-    that failed is UNAVAILABLE while no other worker serves it. Returns those
-    unserved versions, as `model/version` (what a load retry is for)."""
-    unserved = []
+    that failed is UNAVAILABLE while no other worker serves it. Returns the versions
+    that failed in this worker, as `model/version` (what a load retry is for: one
+    served by another worker of the group still lacks this worker's capacity)."""
+    failed = []
     for r in reports:
         name, number = r.get("model"), r.get("version")
         m = fe.registry.models.get(name)
@@ -76,8 +77,17 @@ def attach(fe: Any, link: Any, reports: list[dict[str, Any]], log: Any) -> list[
             if not v.serving_links() and v.state != R.UNLOADING:
                 v.state = R.UNAVAILABLE_STATE
                 v.message = msg[:2000]
-                unserved.append(f"{name}/{number}")
-    return unserved
+            failed.append(f"{name}/{number}")
+    return failed
+
+
+def lacks(slot: Any) -> bool:
+    """A group worker that is up and failed to load part of what its slot holds."""
+    h = slot.handle
+    if h is None or slot.content is None or not h.link.info:
+        return False
+    have = {(v.model, v.number) for v in h.link.serves}
+    return any((name, number) not in have for name, number, _ in slot.content)
 
 
 def alone(link: Any) -> list[Any]:
@@ -94,7 +104,8 @@ class Groups:
         # the new worker while the old one served it); not tried again until the
         # content changes or a reload asks.
         self.failed_content: dict[str, Content] = {}
-        # Per group: load retries made for members no worker serves, and the pending one.
+        # Per group: load retries made for members some worker failed to load, and the
+        # pending one.
         self.retries: dict[str, int] = {}
         self.retry_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -153,9 +164,9 @@ class Groups:
 
     # ---- load retries (TF Serving's max_num_load_retries) --------------------------
     def retry_later(self, g: GroupConfig, missing: list[str]) -> None:
-        """Members that failed to load and no worker serves: a fresh worker of the
-        group tries again in group_load_retry_seconds, up to group_load_retries
-        times; a worker that loads them all ends the count."""
+        """Members that failed to load in a worker (served by another worker of the
+        group or by none): fresh workers try again in group_load_retry_seconds, up to
+        group_load_retries times; a worker that loads them all ends the count."""
         if not missing:
             self.retries.pop(g.name, None)
             return
@@ -180,15 +191,15 @@ class Groups:
         g = next((c for c in sup.cfg.groups if c.name == name), None)
         if g is None or sup.stopping:
             return
-        slot = next(
-            (s for s in sup.slots
-             if s.content is not None and s.name == name and s.wanted
-             and not s.replacing and not s.stale),
-            None,
-        )  # fmt: skip
-        if slot is None:
-            return  # a roll is under way: its new worker reports what it loaded
-        slot.stale = True
+        lacking = [
+            s for s in sup.slots
+            if s.content is not None and s.name == name and s.wanted
+            and not s.replacing and not s.stale and lacks(s)
+        ]  # fmt: skip
+        if not lacking:
+            return  # loaded meanwhile, or a roll is under way: its workers report
+        for slot in lacking:  # replaced one at a time by the roll (reconcile.py)
+            slot.stale = True
         self.failed_content.pop(name, None)
         self.reconcile(g)
 

@@ -318,15 +318,7 @@ def test_a_member_that_failed_to_load_is_retried(model_root: Path, tmp_path: Pat
             with pytest.raises(RingserveError) as exc:
                 c.infer("late", INPUTS["linear"])
             assert exc.value.code == "UNAVAILABLE"
-            # The files become whole: everything but the graph first, the graph last
-            # by a rename, as a deployment writes a version in place.
-            src = model_root / "linear" / "1"
-            for entry in src.iterdir():
-                if entry.name != "saved_model.pb":
-                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
-                    copy(entry, late / "1" / entry.name)
-            shutil.copy2(src / "saved_model.pb", late / "1" / ".saved_model.pb")
-            os.replace(late / "1" / ".saved_model.pb", late / "1" / "saved_model.pb")
+            _make_whole(model_root, late)  # the files become whole
 
             def late_serves() -> bool:
                 return {m["name"]: m["state"] for m in c.models()}["late"] == "AVAILABLE"
@@ -335,6 +327,47 @@ def test_a_member_that_failed_to_load_is_retried(model_root: Path, tmp_path: Pat
             assert c.infer("late", INPUTS["linear"])["y"].shape == (2, 4)
             assert c.infer("ints", INPUTS["ints"])["sum"].shape == (2, 3)
         assert srv.grep("a fresh worker retries what failed to load")
+
+
+def _make_whole(model_root: Path, late: Path) -> None:
+    """Copy linear/1 into `late`/1, the graph last by a rename, as a deployment writes
+    a version in place."""
+    src = model_root / "linear" / "1"
+    for entry in src.iterdir():
+        if entry.name != "saved_model.pb":
+            copy = shutil.copytree if entry.is_dir() else shutil.copy2
+            copy(entry, late / "1" / entry.name)
+    shutil.copy2(src / "saved_model.pb", late / "1" / ".saved_model.pb")
+    os.replace(late / "1" / ".saved_model.pb", late / "1" / "saved_model.pb")
+
+
+def test_every_worker_of_a_group_retries_what_it_failed_to_load(
+    model_root: Path, tmp_path: Path
+) -> None:
+    """With two workers in the group, a member that loads once its files are whole is
+    loaded again by both: the first fresh worker that serves it does not end the
+    retries of the other worker, which lacks it (the member would otherwise be served
+    by one worker of two)."""
+    late, toml = _with_unloadable(model_root, tmp_path, "late")
+    toml = toml.replace("count = 1", "count = 2")
+    server = "ring_bytes = 1048576\ngroup_load_retries = 50\ngroup_load_retry_seconds = 0.5"
+    with LoggedServer(toml, server, wait=False) as srv:
+        srv.wait_log("model late version 1: failed to load", timeout=120, count=2)
+        _make_whole(model_root, late)
+
+        def held_by_both() -> bool:
+            ws = srv.workers("g")
+            held = [
+                {(m["model"], m["state"]) for m in w.get("models", [])}
+                for w in ws
+                if w["state"] == "ready"
+            ]
+            return len(held) == 2 and all(("late", "ready") in h for h in held)
+
+        wait_for(held_by_both, 180, "both group workers holding late", srv)
+        with srv.client() as c:
+            assert c.infer("late", INPUTS["linear"])["y"].shape == (2, 4)
+            assert c.infer("ints", INPUTS["ints"])["sum"].shape == (2, 3)
 
 
 def test_load_retries_stop_at_the_limit(model_root: Path, tmp_path: Path) -> None:
