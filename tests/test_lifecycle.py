@@ -14,6 +14,7 @@ from ringserve.client import Client
 from ringserve.runtime.launch import ServerProcess
 
 from conftest import models_toml, shm_entries
+from faults import wait_until
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -47,6 +48,39 @@ def test_stops_when_its_stderr_reader_is_gone(model_root: Path) -> None:
     srv.proc.stderr.close()
     code = srv.stop(signal.SIGTERM, timeout=30.0)
     assert code == 0  # past the timeout, stop() kills the group: -9
+
+
+def test_a_worker_reports_a_failed_load_when_stderr_is_gone(tmp_path: Path) -> None:
+    """Workers share the server's stderr. With its reader gone (EPIPE), a worker whose
+    model fails to load still reports the failure, and the model's state says why,
+    instead of the worker dying of the BrokenPipeError its log line raised (before,
+    the state said only "exited with code 1")."""
+    base = tmp_path / "broken"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    srv = ServerProcess(
+        f'[[models]]\nname = "broken"\nbase_path = "{base}"\n',
+        "ring_bytes = 1048576",
+        wait_ready=False,
+        stderr=subprocess.PIPE,
+    )
+    srv.start()
+    assert srv.proc is not None and srv.proc.stderr is not None
+    srv.proc.stderr.close()  # before the worker has imported TensorFlow
+    try:
+
+        def why() -> str:
+            try:
+                with Client(srv.unix_url, timeout=5) as c:
+                    (m,) = c.models()
+            except (OSError, ConnectionError):
+                return ""  # not listening yet
+            return str(m["version_states"].get("1", {}).get("message", ""))
+
+        wait_until(lambda: why().startswith("load failed: "), 120, "the load failure reported")
+        assert "saved_model.pb" in why()
+    finally:
+        assert srv.stop(signal.SIGTERM, timeout=30.0) == 0
 
 
 def _zombie(pid: int) -> bool:

@@ -13,10 +13,11 @@ take every other model's in-flight requests with it.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .say import say
 
 Key = tuple[str, int]
 
@@ -63,7 +64,7 @@ class Held:
                 self.loaded[key] = loaded
             except Exception as exc:  # this model only: the group's others still load
                 msg = f"{type(exc).__name__}: {exc}"[:2000]
-                sys.stderr.write(f"ringserve worker: {key[0]}/{key[1]}: load failed: {msg}\n")
+                say(f"ringserve worker: {key[0]}/{key[1]}: load failed: {msg}")
                 self.failed[key] = msg
                 report = {"model": key[0], "version": key[1], "ok": False, "message": msg}
             reports.append(report)

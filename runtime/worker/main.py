@@ -11,9 +11,7 @@ import ctypes
 import json
 import os
 import signal
-import sys
 import time
-import traceback
 from typing import Any
 
 from ringserve.ipc import control, layout, records, shm, wake
@@ -21,6 +19,8 @@ from ringserve.ipc.ring import RecordTooLarge, Ring, RingCorrupt
 from ringserve.ipc.tensors import DTYPE_CODES
 
 from .held import Held, RequestError
+from .say import flush as say_flush
+from .say import say, say_exception
 
 EXIT_OK = 0
 EXIT_LOAD_FAILED = 3
@@ -114,14 +114,14 @@ def main() -> None:
         }
     except BaseException as exc:  # report any load failure, then exit distinctly
         msg = str(exc) if isinstance(exc, LoadFailed) else f"{type(exc).__name__}: {exc}"
-        sys.stderr.write(f"ringserve worker {spec['label']}: load failed: {msg}\n")
+        say(f"ringserve worker {spec['label']}: load failed: {msg}")
         if not isinstance(exc, LoadFailed):
-            traceback.print_exc()
+            say_exception()
         control.send(ctl, {"t": "failed", "message": msg})
         os._exit(EXIT_LOAD_FAILED)
     control.send(ctl, info)
     code = serve(spec, held, req, resp, M)
-    sys.stderr.flush()
+    say_flush()
     # Skip TensorFlow's slow teardown; nothing here needs it.
     os._exit(code)
 
@@ -150,7 +150,7 @@ def serve(spec: dict[str, Any], held: Held, req: Ring, resp: Ring, M: Any) -> in
         try:
             rec = req.peek()
         except RingCorrupt as exc:
-            sys.stderr.write(f"ringserve worker {spec['label']}: {exc}\n")
+            say(f"ringserve worker {spec['label']}: {exc}")
             return EXIT_CORRUPT
         if rec is None:
             # Only a wrap pad was there: skipping it freed room the frontend may wait for.
@@ -163,10 +163,10 @@ def serve(spec: dict[str, Any], held: Held, req: Ring, resp: Ring, M: Any) -> in
         try:
             head, inputs = records.read(rec.payload)
         except RingCorrupt as exc:
-            sys.stderr.write(f"ringserve worker {spec['label']}: {exc}\n")
+            say(f"ringserve worker {spec['label']}: {exc}")
             return EXIT_CORRUPT
         if len(head) < 4 or type(head[0]) is not int:
-            sys.stderr.write(f"ringserve worker {spec['label']}: request head {head[:4]!r}\n")
+            say(f"ringserve worker {spec['label']}: request head {head[:4]!r}")
             return EXIT_CORRUPT
         rid, sig_name, wanted, deadline = head[0], head[1], head[2], head[3]
         if type(deadline) is not float and type(deadline) is not int:

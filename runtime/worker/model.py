@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from ringserve.ipc.tensors import DTYPE_CODES, STRING
+
+from .say import say
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
@@ -209,7 +210,7 @@ class LoadedModel:
                 sig(sig.example_inputs())
                 runs += 1
             except Exception as exc:  # the model may reject zeros; a real call will tell
-                sys.stderr.write(f"ringserve worker: warm-up of {name!r} on zeros: {exc}\n")
+                say(f"ringserve worker: warm-up of {name!r} on zeros: {exc}")
         runs += self._tf_serving_warmup()
         for sig in self.signatures.values():
             sig.try_flat_call()
