@@ -27,21 +27,19 @@ Every section runs under each --pin placement (none: unpinned; same: both sides 
 CPU; split: on two CPUs) and reports the CPUs each side was seen on. Times are also
 given as a fraction of the in-process TF call (demo MLP, batch 1, same placement),
 timed in a child process during the same run.
+
+The peer processes and the segments they share are in perf/ipc_children.py, the
+tables in perf/ipc_report.py (which re-renders a --json file).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import mmap
 import os
-import select
-import struct
-import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,388 +49,33 @@ import benchcli as C
 import benchlib as B
 import inproc
 import numpy as np
+from ipc_children import (
+    BARE_WORDS,
+    STOP,
+    W_PING,
+    W_PONG,
+    W_STOP,
+    BareRing,
+    Child,
+    aligned,
+    bare_segment,
+    cpu_sampler,
+    make_doorbell,
+    make_waiter,
+    memfd_segment,
+    wake_module,
+    wake_scheme,
+)
+from ipc_report import BARE_KIND, KiB, MiB, render, size_text
 
 from ringserve import bench as LG
 from ringserve.bench.echo import EchoServer
 
-HERE = Path(__file__).resolve()
-STOP = 1 << 63
-W_STOP, W_PING, W_PONG = 0, 8, 16  # u64 words on separate cache lines
-KiB, MiB = 1024, 1024 * 1024
 RING_SIZES = (64, 64 * KiB, MiB, 16 * MiB)
 STREAM_SIZE = 16 * MiB
 COPY_SIZES = (64 * KiB, MiB, 16 * MiB)
 ECHO_SIZES = (64, 3 * KiB)
 ECHO_FOR_MODEL = {"linear": 64, "demo": 3 * KiB}  # request sizes ~ 144 B and 3.2 KiB
-BARE_HDR = struct.Struct("<QQQQ")  # seq, length, commit, reserved
-BARE_SLOT = 128  # one 64 B record with its header, 64-aligned
-BARE_CAP = 16 * KiB
-BARE_SEGMENT = 4096 + 2 * BARE_CAP  # a page of words, then the two data areas
-BARE_WORDS = ((24, 32), (40, 48))  # (head, tail) word of ring 0 and ring 1, own cache lines
-
-
-# ---- shared memory ---------------------------------------------------------------------
-
-
-def memfd_segment(size: int, name: str = "rsperf") -> tuple[int, mmap.mmap]:
-    """An anonymous shared-memory file (no /dev/shm name to leak), mapped and populated."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    os.ftruncate(fd, size)
-    return fd, map_fd(fd, size)
-
-
-def map_fd(fd: int, size: int) -> mmap.mmap:
-    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
-
-
-def aligned(n: int, align: int = 4096) -> np.ndarray[Any, Any]:
-    raw = np.empty(n + align, dtype=np.uint8)
-    off = (-raw.ctypes.data) % align
-    a = raw[off : off + n]
-    a[:] = 1  # touch every page
-    return a
-
-
-# ---- the wake-up scheme, whichever version ringserve.ipc.wake is at ----------------------
-
-
-def make_waiter(wake: Any, fd: int, ring: Any, max_spin_us: int) -> Any:
-    """wake.Waiter for the consumer of `ring` (newer versions also take the ring's words,
-    where the waiter announces that it sleeps)."""
-    import inspect
-
-    if "words" in inspect.signature(wake.Waiter).parameters:
-        return wake.Waiter(fd, ring.readable, ring.words, max_spin_us=max_spin_us)
-    return wake.Waiter(fd, ring.readable, max_spin_us=max_spin_us)
-
-
-def make_doorbell(wake: Any, ring: Any, fd: int) -> Callable[[], None]:
-    """What the producer calls after publishing on `ring`: ring_doorbell (eventfd only
-    when the consumer sleeps) when ringserve has it, else an unconditional signal."""
-    if hasattr(wake, "ring_doorbell"):
-        words = ring.words
-        return lambda: wake.ring_doorbell(words, fd)
-    return lambda: wake.signal(fd)
-
-
-def wake_scheme() -> str:
-    from ringserve.ipc import wake
-
-    return (
-        "ring_doorbell (eventfd only if the peer sleeps) + Waiter"
-        if hasattr(wake, "ring_doorbell")
-        else "eventfd signal + Waiter"
-    )
-
-
-# ---- children --------------------------------------------------------------------------
-
-
-class Child:
-    """A helper process running this file with --child; reports JSON lines on stdout."""
-
-    def __init__(
-        self, role: str, spec: dict[str, Any], fds: tuple[int, ...] = (), stdin_pipe: bool = False
-    ) -> None:
-        self.role = role
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE), "--child", role, "--spec", json.dumps(spec)],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-            pass_fds=fds,
-        )
-        self.ready = self.read(60)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not r:
-            self.kill()
-            raise TimeoutError(f"child {self.role}: silent for {timeout}s")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"child {self.role}: exited with {self.proc.wait()}")
-        return json.loads(line)  # type: ignore[no-any-return]
-
-    def finish(self, timeout: float = 10.0) -> dict[str, Any]:
-        try:
-            out = self.read(timeout)
-        finally:
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return out
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _child_start(spec: dict[str, Any]) -> None:
-    B.die_with_parent()
-    if spec.get("cpus") is not None:
-        os.sched_setaffinity(0, spec["cpus"])
-
-
-def _say(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def child_main(role: str, spec: dict[str, Any]) -> None:
-    _child_start(spec)
-    roles = {
-        "sem": _child_sem,
-        "efd": _child_efd,
-        "spin": _child_spin,
-        "bare": _child_bare,
-        "ring": _child_ring,
-        "sink": _child_sink,
-    }
-    roles[role](spec)
-
-
-def _cpu_sampler() -> tuple[Counter[int], Callable[[], None]]:
-    seen: Counter[int] = Counter()
-
-    def sample() -> None:
-        seen[B.sched_getcpu()] += 1
-
-    return seen, sample
-
-
-def _child_sem(spec: dict[str, Any]) -> None:
-    import posix_ipc
-
-    a = posix_ipc.Semaphore(spec["a"])
-    b = posix_ipc.Semaphore(spec["b"])
-    m = map_fd(spec["ctl"], 4096)
-    w = memoryview(m).cast("Q")
-    seen, sample = _cpu_sampler()
-    _say({"t": "ready"})
-    n = 0
-    while True:
-        a.acquire()
-        if w[W_STOP]:
-            break
-        b.release()
-        n += 1
-        if n & 63 == 0:
-            sample()
-    _say({"n": n, "cpus": seen})
-
-
-def _child_efd(spec: dict[str, Any]) -> None:
-    a, b = spec["a"], spec["b"]
-    m = map_fd(spec["ctl"], 4096)
-    w = memoryview(m).cast("Q")
-    seen, sample = _cpu_sampler()
-    rd, wr = os.eventfd_read, os.eventfd_write
-    _say({"t": "ready"})
-    n = 0
-    while True:
-        rd(a)
-        if w[W_STOP]:
-            break
-        wr(b, 1)
-        n += 1
-        if n & 63 == 0:
-            sample()
-    _say({"n": n, "cpus": seen})
-
-
-def _child_spin(spec: dict[str, Any]) -> None:
-    m = map_fd(spec["ctl"], 4096)
-    w = memoryview(m).cast("Q")
-    yield_ = os.sched_yield if spec["yield"] else None
-    seen, sample = _cpu_sampler()
-    _say({"t": "ready"})
-    i = 0
-    while True:
-        i += 1
-        if yield_ is None:
-            while (v := w[W_PING]) != i:
-                if v == STOP:
-                    _say({"n": i - 1, "cpus": seen})
-                    return
-        else:
-            while (v := w[W_PING]) != i:
-                if v == STOP:
-                    _say({"n": i - 1, "cpus": seen})
-                    return
-                yield_()
-        w[W_PONG] = i
-        if i & 63 == 0:
-            sample()
-
-
-class BareRing:
-    """The least a Python ring can do per 64 B record, as a floor for the real one.
-
-    Producer: check room against the tail, copy the payload, pack a header with a
-    commit word, store head. Consumer: spin on head, unpack and check the header, copy
-    the payload out, store tail. Fixed-size slots (no wrap logic, no variable sizes)
-    and a busy spin (no sleeping, no yield) make it a lower bound, not a usable ring.
-    """
-
-    def __init__(self, m: mmap.mmap, which: int) -> None:
-        self.w = memoryview(m).cast("Q")
-        start = 4096 + which * BARE_CAP
-        self.d = memoryview(m)[start : start + BARE_CAP]
-        self.hi, self.ti = BARE_WORDS[which]
-
-    def put(self, seq: int, payload: Any) -> None:
-        w = self.w
-        while seq - w[self.ti] > BARE_CAP // BARE_SLOT:
-            pass
-        pos = seq * BARE_SLOT % BARE_CAP
-        n = len(payload)
-        self.d[pos + 32 : pos + 32 + n] = payload
-        BARE_HDR.pack_into(self.d, pos, seq, n, (seq * 0x9E3779B1 ^ n) & 0xFFFFFFFF, 0)
-        w[self.hi] = seq
-
-    def get(self, seq: int, out: memoryview) -> bool:
-        """Copy record `seq` into `out`; False if the peer stopped instead."""
-        w = self.w
-        while (v := w[self.hi]) != seq:
-            if v == STOP:
-                return False
-        pos = seq * BARE_SLOT % BARE_CAP
-        s, n, c, _ = BARE_HDR.unpack_from(self.d, pos)
-        if s != seq or c != (seq * 0x9E3779B1 ^ n) & 0xFFFFFFFF:
-            raise RuntimeError(f"bare ring: bad header at {pos}")
-        out[:n] = self.d[pos + 32 : pos + 32 + n]
-        w[self.ti] = seq
-        return True
-
-    def close(self) -> None:
-        self.d.release()
-        self.w.release()
-
-
-def _bare_segment() -> tuple[int, mmap.mmap]:
-    return memfd_segment(BARE_SEGMENT, "rsperf-bare")
-
-
-def _child_bare(spec: dict[str, Any]) -> None:
-    m = map_fd(spec["ctl"], BARE_SEGMENT)
-    req, resp = BareRing(m, 0), BareRing(m, 1)
-    buf = memoryview(bytearray(64))
-    seen, sample = _cpu_sampler()
-    _say({"t": "ready"})
-    i = 0
-    while req.get(i + 1, buf):
-        i += 1
-        resp.put(i, buf)
-        if i & 63 == 0:
-            sample()
-    req.close()
-    resp.close()
-    _say({"n": i, "cpus": seen})
-
-
-def _child_ring(spec: dict[str, Any]) -> None:
-    from ringserve.ipc import layout as L
-    from ringserve.ipc import records, wake
-    from ringserve.ipc.ring import Ring
-
-    seg = spec["segment"]
-    mreq, mresp = map_fd(spec["req_fd"], seg), map_fd(spec["resp_fd"], seg)
-    req, resp = Ring(memoryview(mreq)), Ring(memoryview(mresp))
-    req_efd, resp_efd = spec["req_efd"], spec["resp_efd"]
-    waiter = make_waiter(wake, req_efd, req, spec["max_spin_us"])
-    doorbell = make_doorbell(wake, resp, resp_efd)
-    raw = spec["api"] == "raw"
-    parent = os.getppid()
-    seen, sample = _cpu_sampler()
-    _say({"t": "ready"})
-    n = 0
-    while True:
-        if not waiter.wait(5.0):
-            if os.getppid() != parent:
-                return
-            continue
-        rec = req.peek()
-        if rec is None:
-            continue
-        if rec.kind == L.KIND_STOP:
-            req.release()
-            break
-        size = len(rec.payload)
-        if raw:
-            while (view := resp.try_reserve(size)) is None:
-                time.sleep(0.0001)
-            view[:] = rec.payload
-            view.release()
-            resp.commit(L.KIND_RESPONSE)
-        else:
-            head, t = records.read(rec.payload)
-            x = t["x"]
-            spec_out = [("x", "uint8", [x.shape[0]], [x])]
-            while records.write(resp, L.KIND_RESPONSE, head, spec_out) is None:
-                time.sleep(0.0001)
-            del t, x, spec_out
-        del rec
-        req.release()
-        doorbell()
-        n += 1
-        if n & 15 == 0:
-            sample()
-    _say({"n": n, "cpus": seen, "spins_hit": waiter.spins_hit, "sleeps": waiter.sleeps})
-    req.close()
-    resp.close()
-
-
-def _child_sink(spec: dict[str, Any]) -> None:
-    """Consumer of a one-way stream: copy each record's tensor out of the ring into this
-    process's own buffer (so the bytes really arrive), release, and time the steady
-    state from the first measured record to the last."""
-    from ringserve.ipc import layout as L
-    from ringserve.ipc import records
-    from ringserve.ipc.ring import Ring
-
-    m = map_fd(spec["req_fd"], spec["segment"])
-    ring = Ring(memoryview(m))
-    waiter = make_waiter(_wake(), spec["req_efd"], ring, spec["max_spin_us"])
-    dst = aligned(spec["size"])
-    warm = spec["warm"]
-    seen, sample = _cpu_sampler()
-    _say({"t": "ready"})
-    n = 0
-    t0 = t1 = 0
-    while True:
-        if not waiter.wait(10.0):
-            _say({"error": "no record within 10 s"})
-            return
-        rec = ring.peek()
-        if rec is None:
-            continue
-        if rec.kind == L.KIND_STOP:
-            ring.release()
-            break
-        _, t = records.read(rec.payload)
-        np.copyto(dst, t["x"])
-        del t, rec
-        ring.release()
-        n += 1
-        if n == warm:
-            t0 = time.perf_counter_ns()
-        t1 = time.perf_counter_ns()
-        sample()
-    _say({"n": n, "measured": n - warm, "ns": t1 - t0, "cpus": seen, "check": int(dst[-1])})
-    ring.close()
-
-
-def _wake() -> Any:
-    from ringserve.ipc import wake
-
-    return wake
 
 
 # ---- (a) raw floors --------------------------------------------------------------------
@@ -461,12 +104,12 @@ def _pingpong(
 def raw_floor(kind: str, plan: B.PinPlan, n: int, budget_s: float) -> dict[str, Any]:
     """Round trip of one wake-up mechanism between this process and a child."""
     bare = kind == BARE_KIND
-    ctl_fd, ctl = _bare_segment() if bare else memfd_segment(4096, "rsperf-ctl")
+    ctl_fd, ctl = bare_segment() if bare else memfd_segment(4096, "rsperf-ctl")
     w = memoryview(ctl).cast("Q")
     rings: list[BareRing] = []
     B.set_affinity(plan.client)
     spec: dict[str, Any] = {"ctl": ctl_fd, "cpus": sorted(plan.worker) if plan.worker else None}
-    seen, sample = _cpu_sampler()
+    seen, sample = cpu_sampler()
     fds: tuple[int, ...] = (ctl_fd,)
     sems: list[Any] = []
     efds: list[int] = []
@@ -563,7 +206,6 @@ def raw_floor(kind: str, plan: B.PinPlan, n: int, budget_s: float) -> dict[str, 
     }
 
 
-BARE_KIND = "least Python ring, 64 B (BareRing: busy spin)"
 RAW_KINDS = (
     "posix_ipc semaphore",
     "eventfd",
@@ -692,7 +334,7 @@ def ring_rtt(
 ) -> dict[str, Any]:
     B.set_affinity(plan.client)
     pair = RingPair(capacity, api, spin_us, plan)
-    seen, sample = _cpu_sampler()
+    seen, sample = cpu_sampler()
     try:
         src = aligned(size)
         src[:] = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
@@ -740,7 +382,7 @@ def ring_stream(
     from ringserve.ipc import records
     from ringserve.ipc.ring import Ring
 
-    wake = _wake()
+    wake = wake_module()
     B.set_affinity(plan.client)
     seg = L.segment_size(capacity)
     fd, m = memfd_segment(seg, "rsperf-stream")
@@ -1057,7 +699,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         st["round"] = rnd
                         out["stream"].append(st)
                         _progress(
-                            f"b {pin} r{rnd} stream {_size(STREAM_SIZE)}: {st['gbs']:.2f} GB/s"
+                            f"b {pin} r{rnd} stream {size_text(STREAM_SIZE)}: {st['gbs']:.2f} GB/s"
                         )
                 if "c" in args.only:
                     echo = PinnedEcho(plan.worker)
@@ -1091,357 +733,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     out.setdefault("floor_child", {})[pin] = child.info
                     child.close()
     return out
-
-
-# ---- tables ----------------------------------------------------------------------------
-
-
-def tf_ref(res: dict[str, Any], pin: str, model: str = "demo") -> float:
-    return B.median(f["p50_us"] for f in res["floor"] if f["pin"] == pin and f["model"] == model)
-
-
-def spin_floor(res: dict[str, Any], pin: str) -> float:
-    """The fastest wake-up round trip of (a) at `pin`: a shared-flag spin on two CPUs;
-    on one CPU, where a spinning peer holds the CPU, whatever was fastest there."""
-    meds = [
-        B.median(r["p50_us"] for r in rs)
-        for (kind, p), rs in _group(res["raw"], "mechanism", "pin").items()
-        if p == pin and kind != BARE_KIND
-    ]
-    return min(meds) if meds else float("nan")
-
-
-def _merge_cpus(rows: list[dict[str, Any]], key: str) -> str:
-    c: Counter[int] = Counter()
-    for r in rows:
-        for k, v in r[key].items():
-            c[int(k)] += v
-    return B.cpu_hist(c)
-
-
-def _group(rows: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
-    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for r in rows:
-        out.setdefault(tuple(r[k] for k in keys), []).append(r)
-    return out
-
-
-def _size(n: int) -> str:
-    if n >= MiB:
-        return f"{n // MiB} MiB"
-    if n >= KiB:
-        return f"{n // KiB} KiB"
-    return f"{n} B"
-
-
-def render(res: dict[str, Any]) -> str:
-    a = res["args"]
-    L = [
-        f"bench_ipc: {res['date']}; {res['loop']}; pins {a['pin']}; median of "
-        f"{a['repeat']} rounds; 'x TF' = value / in-process TF p50 of the demo MLP at batch 1 "
-        "(same placement, same run)",
-        "",
-    ]
-    if res["floor"]:
-        rows = []
-        for (pin, m), rs in _group(res["floor"], "pin", "model").items():
-            med = B.median_dicts(rs)
-            rows.append(
-                [
-                    pin,
-                    m,
-                    B.fmt(med["p50_us"]),
-                    B.fmt(med["p99_us"]),
-                    B.fmt(med["calls_per_s"], 0),
-                    _merge_cpus(rs, "cpus"),
-                ]
-            )
-        L += [
-            "In-process TF call (`signatures['serving_default'](x=tf.constant(x))`, batch 1):",
-            "",
-            B.md_table(["pin", "model", "p50 us", "p99 us", "calls/s", "cpus"], rows),
-            "",
-        ]
-    if res["raw"]:
-        rows = []
-        for (kind, pin), rs in _group(res["raw"], "mechanism", "pin").items():
-            med = B.median_dicts(rs)
-            rows.append(
-                [
-                    kind,
-                    pin,
-                    B.fmt(med["p50_us"], 2),
-                    B.fmt(med["p50_us"] / spin_floor(res, pin), 1),
-                    B.fmt(med["p90_us"], 2),
-                    B.fmt(med["p99_us"], 2),
-                    _merge_cpus(rs, "cpus_parent"),
-                    _merge_cpus(rs, "cpus_child"),
-                    B.fmt(med["p50_us"] / tf_ref(res, pin), 3),
-                ]
-            )
-        L += [
-            "(a) Waking another process, round trip (x floor = p50 / the fastest of these "
-            "at the same placement, the least Python ring aside):",
-            "",
-            B.md_table(
-                [
-                    "mechanism",
-                    "pin",
-                    "p50 us",
-                    "x floor",
-                    "p90 us",
-                    "p99 us",
-                    "cpus parent",
-                    "cpus child",
-                    "p50 x TF",
-                ],
-                rows,
-            ),
-            "",
-        ]
-    if res["memcpy"]:
-        rows = []
-        for (size,), rs in _group(res["memcpy"], "size").items():
-            heap = B.median(r["gbs"] for r in rs if not r["shm"])
-            shm = B.median(r["gbs"] for r in rs if r["shm"])
-            rows.append([_size(size), B.fmt(heap, 1), B.fmt(shm, 1)])
-        L += [
-            "(a) memcpy in one process (np.copyto into an existing buffer), GB/s:",
-            "",
-            B.md_table(["size", "heap -> heap", "heap -> shared memory"], rows),
-            "",
-        ]
-    if res["ring"]:
-        copy16 = (
-            B.median(r["gbs"] for r in res["memcpy"] if r["size"] == 16 * MiB and not r["shm"])
-            if res["memcpy"]
-            else float("nan")
-        )
-        rows = []
-        for (size, api, pin), rs in _group(res["ring"], "size", "api", "pin").items():
-            med = B.median_dicts(rs)
-            frac = med["gbs_payload"] / copy16 if size == 16 * MiB else float("nan")
-            rows.append(
-                [
-                    _size(size) + (" (ring only)" if api != a["ring_api"] else ""),
-                    pin,
-                    B.fmt(med["p50_us"], 1),
-                    B.fmt(med["p50_us"] / spin_floor(res, pin), 1) if size <= 64 else "-",
-                    B.fmt(med["p90_us"], 1),
-                    B.fmt(med["p99_us"], 1),
-                    B.fmt(med["gbs_payload"], 2),
-                    B.fmt(frac, 2),
-                    f"{sum(r['parent_spins_hit'] for r in rs)}/"
-                    f"{sum(r['parent_sleeps'] for r in rs)}",
-                    f"{sum(r['child_spins_hit'] or 0 for r in rs)}/"
-                    f"{sum(r['child_sleeps'] or 0 for r in rs)}",
-                    _merge_cpus(rs, "cpus_parent"),
-                    _merge_cpus(rs, "cpus_child"),
-                    B.fmt(med["p50_us"] / tf_ref(res, pin), 3),
-                ]
-            )
-        L += [
-            f"(b) Ring round trip ({a['ring_api']} API, {_size(a['ring_bytes'])} rings, "
-            f"{res.get('wake_scheme', '?')}, max_spin_us {a['max_spin_us']}); "
-            "GB/s = 2 x size / p50; "
-            "16 MiB fraction vs memcpy heap->heap at 16 MiB (3 copies per trip: ideal 0.67); "
-            "x floor = p50 / the fastest wake-up round trip of (a) at the same placement "
-            "(a shared-flag spin, except on one CPU); (ring only) = the ring without "
-            "the record layer (msgpack head, tensor table):",
-            "",
-            B.md_table(
-                [
-                    "size",
-                    "pin",
-                    "p50 us",
-                    "x floor",
-                    "p90 us",
-                    "p99 us",
-                    "GB/s",
-                    "x memcpy",
-                    "parent spin hits/sleeps",
-                    "child spin hits/sleeps",
-                    "cpus parent",
-                    "cpus child",
-                    "p50 x TF",
-                ],
-                rows,
-            ),
-            "",
-        ]
-    if res.get("stream"):
-        copy16 = (
-            B.median(r["gbs"] for r in res["memcpy"] if r["size"] == 16 * MiB and not r["shm"])
-            if res["memcpy"]
-            else float("nan")
-        )
-        rows = []
-        for (size, pin), rs in _group(res["stream"], "size", "pin").items():
-            gbs = B.median(r["gbs"] for r in rs)
-            rows.append(
-                [
-                    _size(size),
-                    pin,
-                    str(rs[0]["records"]),
-                    B.fmt(gbs, 2),
-                    B.fmt(gbs / copy16, 2),
-                    _merge_cpus(rs, "cpus_child"),
-                ]
-            )
-        L += [
-            "(b) One-way stream through one ring (records API): the producer writes each "
-            "record as soon as there is room, the consumer copies each out into its own "
-            "buffer; GB/s = payload bytes / steady-state time; x memcpy = over memcpy "
-            "heap->heap at 16 MiB (two copies per record, in parallel when the two sides "
-            "have a CPU each):",
-            "",
-            B.md_table(
-                ["size", "pin", "records", "GB/s", "x memcpy", "cpus consumer"],
-                rows,
-            ),
-            "",
-        ]
-    if res["echo"]:
-        rows = []
-        for (t, size, pin), rs in _group(res["echo"], "transport", "payload", "pin").items():
-            med = B.median_dicts(rs)
-            rows.append(
-                [
-                    t,
-                    _size(size),
-                    pin,
-                    B.fmt(med["p50_us"], 1),
-                    B.fmt(med["p90_us"], 1),
-                    B.fmt(med["p99_us"], 1),
-                    B.fmt(med["rps"], 0),
-                    _merge_cpus(rs, "client_cpus"),
-                    _merge_cpus(rs, "cpus_server"),
-                    B.fmt(med["p50_us"] / tf_ref(res, pin), 3),
-                ]
-            )
-        L += [
-            "(c) uvloop msgpack echo server, concurrency 1 (server: the second CPU when split):",
-            "",
-            B.md_table(
-                [
-                    "transport",
-                    "payload",
-                    "pin",
-                    "p50 us",
-                    "p90 us",
-                    "p99 us",
-                    "req/s",
-                    "cpus client",
-                    "cpus server",
-                    "p50 x TF",
-                ],
-                rows,
-            ),
-            "",
-        ]
-    if res["e2e"]:
-        rows = []
-        for (m, t, pin), rs in _group(res["e2e"], "model", "transport", "pin").items():
-            over = [r["served"]["p50_us"] - r["inproc"]["p50_us"] for r in rs]
-            echo = [r["echo"]["p50_us"] for r in rs]
-            net = [o - e for o, e in zip(over, echo, strict=True)]
-            own = [r["served"]["p50_us"] - r["inproc_worker"]["p50_us"] for r in rs]
-            n = B.median(net)
-            rows.append(
-                [
-                    m,
-                    t,
-                    pin,
-                    B.fmt(B.median(r["inproc"]["p50_us"] for r in rs)),
-                    B.fmt(B.median(r["served"]["p50_us"] for r in rs)),
-                    B.fmt(B.median(over)),
-                    f"{B.fmt(B.median(echo))} ({_size(rs[0]['echo']['payload'])})",
-                    B.fmt(n),
-                    "yes" if n <= 50 else "no",
-                    B.fmt(B.median(r["served"]["p50_us"] / r["inproc"]["p50_us"] for r in rs), 2),
-                    B.fmt(B.median(r["inproc_idle"]["p50_us"] for r in rs)),
-                    f"{B.fmt(B.median(r['inproc_worker']['p50_us'] for r in rs))} "
-                    f"({rs[0]['inproc_worker'].get('call_path', '?')})",
-                    B.fmt(B.median(own)),
-                ]
-            )
-        L += [
-            "(d) Served batch 1 at concurrency 1 vs the in-process call (per-round "
-            "differences, medians):",
-            "",
-            B.md_table(
-                [
-                    "model",
-                    "transport",
-                    "pin",
-                    "inproc p50 us",
-                    "served p50 us",
-                    "overhead us",
-                    "echo_rtt us",
-                    "overhead - echo_rtt us",
-                    "<= 50 us",
-                    "served / inproc",
-                    "inproc p50 after 1 ms idle us",
-                    "worker's call in process p50 us",
-                    "served - worker's call us",
-                ],
-                rows,
-            ),
-            "",
-            "The target compares with the public signature call (`inproc`), what a user "
-            "runs in process. The worker makes the same call through the signature's flat "
-            "form, verified against the public call at load (docs/architecture.md), which "
-            "is faster; the last two columns time that call in the same child, so the "
-            "serving path's own cost is `served - worker's call`.",
-            "",
-        ]
-    if res["cpu"]:
-        rows = []
-        for c in res["cpu"]:
-            rows.append(
-                [
-                    c["pin"],
-                    c["phase"],
-                    B.fmt(c.get("rps"), 0),
-                    B.fmt(c["frontend_pct"], 1),
-                    B.fmt(c["workers_pct"], 1),
-                    B.fmt(c["client_pct"], 1),
-                    B.fmt(c["frontend_pct"] + c["workers_pct"], 1),
-                    B.fmt(c.get("server_cpu_us_per_req"), 0),
-                    B.fmt(c["frontend_ctx_per_s"], 0),
-                    B.fmt(c["workers_ctx_per_s"], 0),
-                    B.fmt(c["wall_s"], 1),
-                ]
-            )
-        L += [
-            "Server CPU (utime+stime from /proc/<pid>/stat, percent of one core; workers "
-            "summed; client = this process):",
-            "",
-            B.md_table(
-                [
-                    "pin",
-                    "phase",
-                    "req/s",
-                    "frontend %",
-                    "workers %",
-                    "client %",
-                    "server total %",
-                    "server CPU us/req",
-                    "frontend wake-ups/s",
-                    "worker wake-ups/s",
-                    "seconds",
-                ],
-                rows,
-            ),
-            "",
-        ]
-    if res["workers"]:
-        ws = "; ".join(
-            f"{w.get('model')} pid {w.get('pid')} affinity {w.get('cpu_affinity')}"
-            for w in res["workers"]
-        )
-        L.append(f"Workers: {ws}. Server exit codes: {res['server_exit_codes']}.")
-    return "\n".join(L).rstrip() + "\n"
 
 
 # ---- CLI -------------------------------------------------------------------------------
@@ -1481,16 +772,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-seconds", type=float, default=5.0, help="(cpu) load window")
     p.add_argument("--no-tf", action="store_true", help="(a-c only) skip the TF reference")
     C.add_output_args(p)
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--spec", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.child:
-        child_main(args.child, json.loads(args.spec))
-        return 0
     args.only = [s for s in args.only.split(",") if s]
     C.apply_quick(
         args, raw_n=500, budget=0.5, ring_n=200, copy_seconds=0.05,
