@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import msgpack
 import numpy as np
@@ -116,7 +116,7 @@ class AsyncClient:
         """The address of the current connection."""
         return self.addresses.current
 
-    async def connect(self) -> AsyncClient:
+    async def connect(self) -> Self:
         """Connect to the current address, else to each of the others once."""
         err: BaseException | None = None
         for _ in self.addresses.all:
@@ -156,7 +156,7 @@ class AsyncClient:
             self._conn = await self._open(self.addresses.current)
             return self._conn
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return await self.connect()
 
     async def __aexit__(self, *exc: object) -> None:

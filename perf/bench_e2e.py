@@ -107,12 +107,12 @@ class Served:
         self.plan = plan
         self.log_path = Path(log_dir) / f"server-{plan.mode}-{os.getpid()}.log"
         self._log = open(self.log_path, "wb")
-        self.srv = (OtherPython if python else ServerProcess)(
-            *([python] if python else []),
-            models_toml(models, knobs, plan.worker),
-            server_toml(knobs),
-            env={"TF_CPP_MIN_LOG_LEVEL": "2"},
-            stderr=self._log,
+        texts = (models_toml(models, knobs, plan.worker), server_toml(knobs))
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.srv = (
+            OtherPython(python, *texts, env=env, stderr=self._log)
+            if python
+            else ServerProcess(*texts, env=env, stderr=self._log)
         )
         self.config_text = self.srv.config_path.read_text()
         self.expected_workers = knobs.instances * len(models)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from ringserve.frontend.dispatch import Dispatcher
 from ringserve.frontend.links import WorkerLink
 from ringserve.frontend.pending import Job
+from ringserve.frontend.regions import Regions
 from ringserve.frontend.registry import AVAILABLE, Registry
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
 from ringserve.ipc import layout as L
@@ -47,7 +48,7 @@ RING_BYTES = 64 << 20
 
 
 class _Conn:
-    regions = None
+    regions: Regions | None = None
     takes_frames = True  # as the msgpack connection: ok replies of a batch come packed
 
     def __init__(self) -> None:
@@ -82,7 +83,9 @@ class Bench:
         req, resp = (Ring(m, create=True, capacity=RING_BYTES) for m in self._maps)
         self.req_worker, self.resp_worker = Ring(self._maps[0]), Ring(self._maps[1])
         self._efds = [os.eventfd(0), os.eventfd(0)]
-        self.link = link = WorkerLink("w", "demo", 1, req, resp, *self._efds, d.on_response)
+        self.link = link = WorkerLink(
+            "w", "demo", 1, req, resp, self._efds[0], self._efds[1], d.on_response
+        )
         d.add_link(link)
         link.ready = True
         v.links.append(link)
@@ -124,7 +127,8 @@ class Bench:
         t3 = clock()
         self._worker()
         t4 = clock()
-        getattr(d, "poller", d)._poll(link)  # (Dispatcher._poll before polling.py)
+        poller: Any = getattr(d, "poller", d)  # (Dispatcher._poll before polling.py)
+        poller._poll(link)
         t5 = clock()
         if len(self.conn.out) != self.batch:
             raise RuntimeError(f"{len(self.conn.out)} replies for {self.batch} requests")

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 
 def free_port() -> int:
@@ -91,7 +91,7 @@ class ServerProcess:
     def _started(self) -> None:
         """Called once the process exists, before waiting for it to be ready."""
 
-    def start(self) -> ServerProcess:
+    def start(self) -> Self:
         self.proc = subprocess.Popen(
             self.argv(),
             env=self.env,
@@ -145,7 +145,7 @@ class ServerProcess:
             pass
         return int(p.returncode)
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

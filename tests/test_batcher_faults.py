@@ -17,6 +17,7 @@ import numpy as np
 from ringserve.client.common import infer_request
 from ringserve.frontend.dispatch import Dispatcher
 from ringserve.frontend.links import WorkerLink
+from ringserve.frontend.regions import Regions
 from ringserve.frontend.registry import AVAILABLE, Registry
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
 from ringserve.ipc import layout
@@ -53,7 +54,8 @@ def test_reload_lowering_max_batch_size_under_queued_requests(model_root: Path) 
         srv.config_path.write_text(
             server + models_toml(model_root, ["paced"], {"paced": batching(2)})
         )
-        srv.proc.send_signal(1)  # SIGHUP  # type: ignore[union-attr]
+        assert srv.proc is not None
+        srv.proc.send_signal(1)  # SIGHUP
         srv.wait_log("reloaded")
         replies = collect(c, [hold, *xs])
         for rid, x in xs.items():
@@ -86,7 +88,7 @@ def test_output_first_dim_not_the_batch_rows_fails_the_batch(model_root: Path) -
 class Recorder:
     """The connection side of a Dispatcher: records what would be sent."""
 
-    regions = None
+    regions: Regions | None = None
     takes_frames = False  # replies as maps, to read them here
 
     def __init__(self) -> None:
@@ -95,6 +97,9 @@ class Recorder:
 
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:
         self.replies.append(msg)
+
+    def send_frame(self, frame: bytes) -> None:
+        raise AssertionError("takes_frames is False: replies come as maps")
 
     def request_done(self) -> None:
         self.done += 1

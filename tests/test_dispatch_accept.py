@@ -18,6 +18,7 @@ import pytest
 from ringserve.frontend.dispatch import Dispatcher
 from ringserve.frontend.links import WorkerLink
 from ringserve.frontend.pending import Job
+from ringserve.frontend.regions import Regions
 from ringserve.frontend.registry import AVAILABLE, Registry, VersionState
 from ringserve.frontend.settings import FrontendSettings, ModelSettings
 from ringserve.ipc import layout as L
@@ -31,11 +32,14 @@ RING = 1 << 20
 
 
 class _Conn:
-    regions = None
+    regions: Regions | None = None
     takes_frames = False
 
     def reply(self, msg: dict[str, Any], large: bool = False) -> None:
         raise AssertionError(f"no reply expected here: {msg}")
+
+    def send_frame(self, frame: bytes) -> None:
+        raise AssertionError("no reply expected here (a packed one)")
 
     def request_done(self) -> None:
         pass
@@ -57,7 +61,9 @@ class Rig:
         req, resp = (Ring(m, create=True, capacity=RING) for m in self.maps)
         self.worker_side = Ring(self.maps[0])
         self.efds = [os.eventfd(0), os.eventfd(0)]
-        self.link = WorkerLink("w", "m", 1, req, resp, *self.efds, self.d.on_response)
+        self.link = WorkerLink(
+            "w", "m", 1, req, resp, self.efds[0], self.efds[1], self.d.on_response
+        )
         self.d.add_link(self.link)
         self.link.ready = True
         self.v.links.append(self.link)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from ringserve.runtime.launch import ServerProcess
 
 
 @pytest.fixture
-def region() -> SharedRegion:
+def region() -> Iterator[SharedRegion]:
     r = SharedRegion.create("buf", 1 << 20)
     yield r
     r.close()

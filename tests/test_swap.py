@@ -71,8 +71,7 @@ def test_swap_keeps_old_version_until_new_has_full_count(model_root: Path) -> No
             load.finish()
         assert load.errors == [], load.errors[:5]
         assert load.versions == {1, 2}
-        ready2 = srv.grep("worker linear2/2/")
-        ready2 = [t for t, line in ready2 if " ready: " in line]
+        ready2 = [t for t, line in srv.grep("worker linear2/2/") if " ready: " in line]
         assert len(ready2) == 2, srv.log()
         (unloading,) = [t for t, _ in srv.grep("model linear2: unloading version 1")]
         # The old version started to go only after the second new worker served.
