@@ -64,6 +64,7 @@ def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
             order[k] = (r["concurrency"], r[keyname]) if mode == "closed" else r[keyname]
     configs = res.get("configs", CONFIGS)
     keys.sort(key=lambda k: (configs.index(k[0]), order[k]))
+    mbs = res["plan"]["max_batch_size"]
     out = []
     for cfg, key in keys:
         rs = [r for r in runs if (r["config"], r[keyname]) == (cfg, key)]
@@ -72,7 +73,6 @@ def summarize(res: dict[str, Any], mode: str) -> list[dict[str, Any]]:
             r["rps"] / E.floor_of(res["floor"], "demo", 1, r["round"])["calls_per_s"] for r in rs
         ]
         # The issue 16 ratio at every point, not only at the targets' c=32.
-        mbs = res["plan"]["max_batch_size"]
         frac_batch = [r["rps"] / floor_rows_per_s(res["floor"], mbs, r["round"]) for r in rs]
         mean_batch, batches, pad = pooled_batches(rs)
         out.append(
