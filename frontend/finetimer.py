@@ -14,7 +14,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
-import time
 from collections.abc import Callable
 
 CLOCK_MONOTONIC = 1
@@ -22,20 +21,17 @@ TFD_NONBLOCK = os.O_NONBLOCK
 TFD_CLOEXEC = os.O_CLOEXEC
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
+# struct itimerspec: it_interval (tv_sec, tv_nsec), then it_value (tv_sec, tv_nsec),
+# as four C longs (x86-64 and aarch64 Linux alike).
+_Itimerspec = ctypes.c_long * 4
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _create = _libc.timerfd_create
 _create.argtypes = [ctypes.c_int, ctypes.c_int]
 _create.restype = ctypes.c_int
+# No argtypes: the call passes two ints, a byref made once and None (NULL) as they are,
+# without a conversion per argument; the timer is set once or twice a batch.
 _settime = _libc.timerfd_settime
-_settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p]
 _settime.restype = ctypes.c_int
 
 
@@ -51,32 +47,33 @@ class FineTimer:
         self.fd = fd
         self.loop = loop
         self.callback = callback
-        self.armed_until = 0.0  # perf_counter time it fires at; 0.0 when disarmed
+        self.armed = False
         self._spec = _Itimerspec()
+        self._ref = ctypes.byref(self._spec)
         loop.add_reader(fd, self._fired)
 
     def arm(self, delay: float) -> None:
         ns = max(1000, int(delay * 1e9))  # a zero it_value would disarm it
-        v = self._spec.it_value
-        v.tv_sec, v.tv_nsec = divmod(ns, 1_000_000_000)
-        if _settime(self.fd, 0, ctypes.byref(self._spec), None) < 0:
+        spec = self._spec
+        spec[2], spec[3] = divmod(ns, 1_000_000_000)
+        if _settime(self.fd, 0, self._ref, None) < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
-        self.armed_until = time.perf_counter() + ns / 1e9
+        self.armed = True
 
     def disarm(self) -> None:
-        if self.armed_until:
-            v = self._spec.it_value
-            v.tv_sec = v.tv_nsec = 0
-            _settime(self.fd, 0, ctypes.byref(self._spec), None)
-            self.armed_until = 0.0
+        if self.armed:
+            spec = self._spec
+            spec[2] = spec[3] = 0
+            _settime(self.fd, 0, self._ref, None)
+            self.armed = False
 
     def _fired(self) -> None:
         try:
             os.read(self.fd, 8)
         except BlockingIOError:  # disarmed or re-armed after it fired: not due
             return
-        self.armed_until = 0.0
+        self.armed = False
         self.callback()
 
     def close(self) -> None:

@@ -13,9 +13,9 @@ client can see: it only makes the common case cheap, and every error still comes
 from one place.
 
 A view into a body is valid only as long as the body's buffer is: a connection's
-scratch buffer is reused for the next read, so `owned=False` copies each tensor out
-(bytes), while a large body that has a buffer of its own (framereader.FrameReader) is kept
-alive by the views and needs no copy.
+scratch buffer is reused for the next read, so `owned=False` decodes a copy of the
+body (bytes, which the views keep alive), while a large body that has a buffer of its
+own (framereader.FrameReader) is kept alive by the views and needs no copy.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ def decode_infer(body: memoryview, owned: bool) -> InferRequest | None:
     None (the caller then takes the general path, which explains what is wrong).
 
     `owned`: the body's buffer stays valid while the views into it live; otherwise
-    every tensor's data is copied out."""
+    the body is copied first, in one piece, and the tensors view the copy (one
+    allocation a request, where copying each tensor out after the decode took one a
+    tensor and a pass over them)."""
+    src: bytes | memoryview = body if owned else bytes(body)
     try:
-        req = _decoder.decode(body)
+        req = _decoder.decode(src)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     if req.op != "infer":
         return None
-    if not owned:
-        for t in req.inputs.values():
-            t.data = t.data.tobytes()  # type: ignore[assignment]
     return req

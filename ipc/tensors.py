@@ -139,10 +139,12 @@ def check_wire_tensor(field: str, t: Any, max_rank: int = MAX_RANK) -> tuple[str
     n = count(shape)
     if dtype == STRING:
         if not isinstance(data, list) or not all(isinstance(x, bytes) for x in data):
+            # A bin decodes as bytes, or as a view of the frame on the typed path: the
+            # client sent the same either way, so the message names it the same.
+            got = "bytes" if isinstance(data, memoryview) else type(data).__name__
             raise ProtocolError(
                 INVALID_ARGUMENT,
-                f"{field}.data: expected an array of bin items for dtype string, "
-                f"received {type(data).__name__}",
+                f"{field}.data: expected an array of bin items for dtype string, received {got}",
             )
         if len(data) != n:
             raise ProtocolError(
