@@ -65,6 +65,10 @@ class Replies:
         views = [byte_view(a) for a in outs.values()] if small else []
         layout: list[Layout] | None = None
         frames: BatchReplies | None = None
+        # A batch's packed replies share one clock reading and one statistics lookup
+        # (what `answered_ok` does for one reply).
+        now = 0.0
+        st: ModelStats | None = None
         for p, start, rows in job.parts:
             if p.done:
                 continue
@@ -79,9 +83,16 @@ class Replies:
                     "this model's outputs are not batch-major: disable batching for it",
                 )
             elif small and not p.output_shm and p.conn.takes_frames:
-                if frames is None:
+                if frames is None or st is None:
                     frames = self._frames(p.model, job.version, outs)
-                self.reply_frame(p, frames.frame(p.cid, start, rows, views))
+                    st = self.model_stats(p.model)
+                    now = perf_counter()
+                frame = frames.frame(p.cid, start, rows, views)
+                self.finish(p)
+                p.conn.send_frame(frame)
+                seconds = now - p.t0
+                st.ok(seconds)
+                p.version.metrics.answered(OK, seconds)
             elif small and not p.output_shm:
                 if layout is None:
                     layout = output_layout(outs)
@@ -151,14 +162,6 @@ class Replies:
         self.finish(p)
         msg = {"id": p.cid, "ok": True, "model": p.model, "version": version, "outputs": wire}
         p.conn.reply(msg, large)
-        self.answered_ok(p)
-
-    def reply_frame(self, p: Pending, frame: bytes) -> None:
-        """`reply_ok` with the reply already packed (ipc/batchreplies.py)."""
-        if p.done:
-            return
-        self.finish(p)
-        p.conn.send_frame(frame)
         self.answered_ok(p)
 
     def answered_ok(self, p: Pending) -> None:

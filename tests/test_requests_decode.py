@@ -135,7 +135,7 @@ def test_typed_checks_remember_a_layout_and_still_check_every_length() -> None:
     from ringserve.ipc.errors import ProtocolError
 
     tc = TypedInputChecks()
-    for _ in range(2):  # the first checks and remembers, the second hits
+    for _ in range(3):  # the first checks and remembers, the second hits, then the last
         (name, dtype, shape, data), *_ = tc.check(typed(GOOD), SPEC, 32)
         assert (name, dtype, shape, bytes(data)) == ("x", "float32", [1, 2], b"\x00" * 8)
     short = {**GOOD, "inputs": {"x": {**X, "data": b"\x00" * 7}}}
@@ -162,7 +162,8 @@ def test_typed_checks_fail_as_the_general_checks(inputs: dict[str, Any]) -> None
     from ringserve.ipc.errors import ProtocolError
 
     tc = TypedInputChecks()
-    tc.check(typed(GOOD), SPEC, 32)
+    for _ in range(2):  # remembered, then the last layout seen
+        tc.check(typed(GOOD), SPEC, 32)
     with pytest.raises(ProtocolError) as typed_err:
         tc.check(typed({**GOOD, "inputs": inputs}), SPEC, 32)
     with pytest.raises(ProtocolError) as general_err:
