@@ -60,6 +60,7 @@ class Rig:
         self.maps = [mmap.mmap(-1, L.segment_size(RING)) for _ in range(2)]
         req, resp = (Ring(m, create=True, capacity=RING) for m in self.maps)
         self.worker_side = Ring(self.maps[0])
+        self.worker_resp = Ring(self.maps[1])
         self.efds = [os.eventfd(0), os.eventfd(0)]
         self.link = WorkerLink(
             "w", "m", 1, req, resp, self.efds[0], self.efds[1], self.d.on_response
@@ -77,7 +78,7 @@ class Rig:
             os.close(fd)
         self.link.alive = False
 
-    def send(self, rows: int) -> None:
+    def send(self, rows: int, conn: Any = None) -> None:
         self.ids += 1
         data = memoryview(np.zeros((rows, 3), dtype=np.float32).tobytes())
         req = InferRequest(
@@ -86,7 +87,18 @@ class Rig:
             model="m",
             inputs={"x": WireTensor(dtype="float32", shape=[rows, 3], data=data)},
         )
-        self.d.infer(_Conn(), self.ids, req)
+        self.d.infer(conn or _Conn(), self.ids, req)
+
+    def answer(self) -> None:
+        """Answer the oldest record in the ring as the worker would: y = zeros."""
+        rec = self.worker_side.peek()
+        assert rec is not None
+        head, tensors = records.read(rec.payload)
+        self.worker_side.release()
+        y = np.zeros((tensors["x"].shape[0], 1), dtype=np.float32)
+        out = [("y", "float32", y.shape, [y])]
+        records.write(self.worker_resp, L.KIND_RESPONSE, [head[0], "", "", 1000], out)
+        self.link.poll()
 
     def records(self) -> list[list[int]]:
         """The batch shapes the worker would find in its ring, taken out of it."""
@@ -128,3 +140,26 @@ def test_rows_that_cannot_fill_a_batch_exactly_keep_waiting(rig: Rig) -> None:
         rig.send(3)
     assert rig.records() == []
     assert [p.rows for p in rig.v.queue] == [3, 3, 3]
+
+
+class _Collects(_Conn):
+    takes_frames = True
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+def test_a_batch_answered_is_the_clients_turn_until_one_of_them_sends(rig: Rig) -> None:
+    """The frontend's spin stops for a running batch while the clients answer the
+    last one (frontend/polling.py): the dispatcher says when that is."""
+    conn = _Collects()
+    rig.link.inflight.clear()  # an idle worker: the first request leaves at once
+    rig.send(1, conn)
+    assert not rig.d.replied_last
+    rig.answer()
+    assert len(conn.frames) == 1 and rig.d.replied_last
+    rig.send(1, conn)
+    assert not rig.d.replied_last
