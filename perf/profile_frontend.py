@@ -22,6 +22,7 @@ samples of the loop's thread (idle samples included: py-spy's --idle).
     python perf/profile_frontend.py --perf                # linux-perf: share by shared object
     python perf/profile_frontend.py --perf --perf-sort dso,sym  # ... and by function in each
     python perf/profile_frontend.py --syscalls            # perf trace: system calls a request
+    python perf/profile_frontend.py --counts              # perf stat: the same, untraced
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def recorder(args: argparse.Namespace, spy: str, pid: int, tmp: str) -> list[str
     """The sampling command: py-spy (Python frames), or linux-perf (every shared
     object, the kernel included: how much of the CPU is the interpreter at all)."""
     secs = str(int(args.duration))
+    if args.counts:
+        events = ",".join([*(f"syscalls:sys_enter_{c}" for c in COUNTED), "context-switches"])
+        return [spy, "stat", "-x", ",", "-e", events, "-p", str(pid),
+                "-o", f"{tmp}/stat.txt", "--", "sleep", secs]  # fmt: skip
     if args.syscalls:
         return [spy, "trace", "-s", "-p", str(pid), "-o", f"{tmp}/trace.txt", "--", "sleep", secs]
     if args.perf:
@@ -166,8 +171,37 @@ def syscall_report(args: argparse.Namespace, tmp: str, out: dict[str, Any], r: A
     )
 
 
+# The system calls of the frontend's loop: its spin (sched_yield and a zero-timeout
+# epoll_pwait a turn), its sockets, eventfds and fine timer.
+COUNTED = ("sched_yield", "epoll_pwait", "read", "write", "writev", "timerfd_settime")
+
+
+def count_report(args: argparse.Namespace, tmp: str, out: dict[str, Any], r: Any) -> str:
+    """Events per request from `perf stat -x,` (CSV: value, unit, event, ...)."""
+    text = Path(f"{tmp}/stat.txt").read_text() if Path(f"{tmp}/stat.txt").exists() else ""
+    rows = []
+    n = max(1, out["requests"])
+    for line in text.splitlines():
+        f = line.split(",")
+        if len(f) >= 3 and f[0].strip().replace(".", "", 1).isdigit():
+            name = f[2].removeprefix("syscalls:sys_enter_")
+            rows.append([f"`{name}`", f[0], B.fmt(float(f[0]) / n, 3)])
+    if not rows:
+        why = f"(rc {out.get('spy_rc')}): {out.get('spy_err')}"
+        raise SystemExit(f"perf stat counted nothing {why}")
+    return (
+        f"profile_frontend: {B.now_utc()}; demo MLP, c={args.concurrency} on "
+        f"{args.connections} connection(s), batching max_batch_size {args.max_batch_size}; "
+        f"perf stat for {args.duration} s after {args.warmup} s\n\n"
+        f"Load: {r.rps:.0f} req/s; the frontend served {out['requests']} requests using "
+        f"{1e6 * out['cpu_s'] / n:.1f} CPU us per request while counted.\n\n"
+        "Events of the server process (every thread):\n\n"
+        + B.md_table(["event", "count", "per request"], rows)
+    )
+
+
 def run(args: argparse.Namespace) -> str:
-    tool = "perf" if args.perf or args.syscalls else "py-spy"
+    tool = "perf" if args.perf or args.syscalls or args.counts else "py-spy"
     spy = shutil.which(tool)
     if spy is None:
         hint = "apt-get install linux-perf" if tool == "perf" else "pip install py-spy"
@@ -210,6 +244,8 @@ def run(args: argparse.Namespace) -> str:
             th.join()
         finally:
             served.stop()
+        if args.counts:
+            return count_report(args, tmp, out, r)
         if args.syscalls:
             return syscall_report(args, tmp, out, r)
         if args.perf:
@@ -266,7 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         "--syscalls",
         action="store_true",
         help="count the server's system calls with `perf trace -s` instead: calls and "
-        "time in them per request (tracing slows the server; read the counts, not the rate)",
+        "time in them per request (tracing slows the server and changes its rhythm: the "
+        "spin's calls come out several times fewer than --counts finds)",
+    )
+    ap.add_argument(
+        "--counts",
+        action="store_true",
+        help="count the loop's system calls and context switches with `perf stat` "
+        "(counters, no tracing: the untraced rhythm), per request",
     )
     ap.add_argument("--out", default=None, help="also write the report to this file")
     args = ap.parse_args(argv)
