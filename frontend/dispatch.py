@@ -48,9 +48,6 @@ class Dispatcher:
             settings, registry, self._submit, self._pump, self.replies.model_stats, loop.call_later
         )
         self._next_rid = 0
-        # A batch's replies went out and no request has come in since: the clients are
-        # answering, and their requests wake the loop (polling.py).
-        self.replied_last = False
         # Deadlines are kept on perf_counter; workers compare with time.monotonic.
         self._clock_skew = time.perf_counter() - time.monotonic()
         self.workers_hook: Callable[[], list[dict[str, Any]]] = list
@@ -139,12 +136,12 @@ class Dispatcher:
         `msg` is the decoded map, or the typed form of a plain infer (ipc/requests.py):
         the same checks, the same errors; the typed one's inputs are checked once per
         layout (checks.TypedInputChecks)."""
-        self.replied_last = False
         if isinstance(msg, InferRequest):
             model = self.registry.model(msg.model)
             v = model.resolve(msg.version)
         else:
             model, v = self.registry.lookup(msg)
+        v.replied_last = False
         try:
             self._accept(conn, cid, msg, model, v)
         except ProtocolError as exc:
@@ -329,7 +326,7 @@ class Dispatcher:
                     self.replies.fail(
                         p, E.INTERNAL, f"building the reply: {type(exc).__name__}: {exc}"
                     )
-        self.replied_last = job.batched
+        v.replied_last = job.batched
         self.poller.extend_spin()
 
     # ---- connections and counts ----------------------------------------------------

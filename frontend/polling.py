@@ -68,11 +68,11 @@ class Poller:
         waits for). A completion that decides what a worker does next, with no batch
         due, is spun for: a wake-up would add its latency to a lone request's (a sleep
         through part of the expected service time measured slower at concurrency 1).
-        Except while the clients answer a batch's replies (`replied_last`: no request
-        has come in since): the batch then running ends a whole service time later,
-        its eventfd rings, and the next requests wake the loop from their socket, so
-        polling for either only spent the frontend's CPU (perf/RESULTS.md, sixth
-        pass)."""
+        Except while the clients answer a batch's replies (the version's
+        `replied_last`: no request for it has come in since): the batch then running
+        ends a whole service time later, its eventfd rings, and the next requests wake
+        the loop from their socket, so polling for either only spent the frontend's
+        CPU (perf/RESULTS.md, sixth pass)."""
         at = math.inf
         due = self.batcher.due
         for link in self.links:
@@ -85,7 +85,7 @@ class Poller:
             v = m.versions.get(link.version) if m is not None else None
             d = due.get(id(v)) if v is not None else None
             if d is None:
-                if batching and self.d.replied_last:
+                if batching and v is not None and v.replied_last:
                     continue
                 return None
             at = min(at, d[0])

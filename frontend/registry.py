@@ -29,6 +29,9 @@ class VersionState:
     links: list[WorkerLink] = field(default_factory=list)
     queue: deque[Any] = field(default_factory=deque)
     metrics: VersionMetrics = field(default_factory=VersionMetrics)
+    # A batch's replies went out and no request for this version has come in since:
+    # its clients are answering, and their requests wake the loop (polling.py).
+    replied_last: bool = False
 
     def serving_links(self) -> list[WorkerLink]:
         return [ln for ln in self.links if ln.serving]

@@ -154,12 +154,12 @@ class _Collects(_Conn):
 
 def test_a_batch_answered_is_the_clients_turn_until_one_of_them_sends(rig: Rig) -> None:
     """The frontend's spin stops for a running batch while the clients answer the
-    last one (frontend/polling.py): the dispatcher says when that is."""
+    last one (frontend/polling.py): the dispatcher marks that on the version."""
     conn = _Collects()
     rig.link.inflight.clear()  # an idle worker: the first request leaves at once
     rig.send(1, conn)
-    assert not rig.d.replied_last
+    assert not rig.v.replied_last
     rig.answer()
-    assert len(conn.frames) == 1 and rig.d.replied_last
+    assert len(conn.frames) == 1 and rig.v.replied_last
     rig.send(1, conn)
-    assert not rig.d.replied_last
+    assert not rig.v.replied_last

@@ -19,25 +19,25 @@ pytestmark = pytest.mark.sources
 US = 1e-6
 
 
-def poller(h: Harness, replied_last: bool = False) -> tuple[Poller, SimpleNamespace]:
+def poller(h: Harness, replied_last: bool = False) -> Poller:
     d = SimpleNamespace(
         loop=None,
         links=h.links,
         batcher=h.b,
         registry=h.registry,
         settings=SimpleNamespace(max_spin_us=500),
-        replied_last=replied_last,
     )
     for ln in h.links:
         ln.model, ln.version = "m", 1  # type: ignore[attr-defined]
-    return Poller(d), d  # type: ignore[arg-type]
+    h.v.replied_last = replied_last
+    return Poller(d)  # type: ignore[arg-type]
 
 
 def test_a_lone_request_computing_is_spun_for() -> None:
     # Concurrency 1: the completion decides when the client gets its answer.
     h = Harness(max_batch_size=8)
     h.busy(h.links[0], 150 * US)
-    p, _ = poller(h)
+    p = poller(h)
     assert p._sleep_until(h.clock()) is None
 
 
@@ -47,16 +47,16 @@ def test_no_spin_for_a_running_batch_while_clients_answer_the_last_one() -> None
     # the worker's eventfd, and nothing is gained by polling for either.
     h = Harness(max_batch_size=8)
     h.busy(h.links[0], 300 * US)
-    p, d = poller(h, replied_last=True)
+    p = poller(h, replied_last=True)
     assert p._sleep_until(h.clock()) == math.inf
-    d.replied_last = False  # a request came in: spin again
+    h.v.replied_last = False  # a request came in: spin again
     assert p._sleep_until(h.clock()) is None
 
 
 def test_an_unbatched_worker_is_spun_for_even_after_replies() -> None:
     h = Harness(max_batch_size=0)
     h.busy(h.links[0], 300 * US)
-    p, _ = poller(h, replied_last=True)
+    p = poller(h, replied_last=True)
     assert p._sleep_until(h.clock()) is None
 
 
@@ -66,7 +66,7 @@ def test_a_due_batch_is_slept_toward_and_a_full_worker_is_not_spun_for() -> None
     h.busy(w, 500 * US)
     h.request(1)
     assert not h.pump()  # too few rows: timed just before the running batch ends
-    p, _ = poller(h)
+    p = poller(h)
     due = h.b.due[id(h.v)][0]
     assert p._sleep_until(h.clock()) == pytest.approx(due - SPIN_LEAD_S)
     h.busy(w, 500 * US)  # two records: it holds all it may
