@@ -65,8 +65,7 @@ class Replies:
         views = [byte_view(a) for a in outs.values()] if small else []
         layout: list[Layout] | None = None
         frames: BatchReplies | None = None
-        # A batch's packed replies share one clock reading and one statistics lookup
-        # (what `answered_ok` does for one reply).
+        # A batch's packed replies share one clock reading and one statistics lookup.
         now = 0.0
         st: ModelStats | None = None
         for p, start, rows in job.parts:
@@ -90,9 +89,7 @@ class Replies:
                 frame = frames.frame(p.cid, start, rows, views)
                 self.finish(p)
                 p.conn.send_frame(frame)
-                seconds = now - p.t0
-                st.ok(seconds)
-                p.version.metrics.answered(OK, seconds)
+                self.answered_ok(p, st, now)
             elif small and not p.output_shm:
                 if layout is None:
                     layout = output_layout(outs)
@@ -162,11 +159,12 @@ class Replies:
         self.finish(p)
         msg = {"id": p.cid, "ok": True, "model": p.model, "version": version, "outputs": wire}
         p.conn.reply(msg, large)
-        self.answered_ok(p)
+        self.answered_ok(p, self.model_stats(p.model), perf_counter())
 
-    def answered_ok(self, p: Pending) -> None:
-        seconds = perf_counter() - p.t0
-        self.model_stats(p.model).ok(seconds)
+    def answered_ok(self, p: Pending, st: ModelStats, now: float) -> None:
+        """Count an ok reply sent at `now` in the model's statistics and metrics."""
+        seconds = now - p.t0
+        st.ok(seconds)
         p.version.metrics.answered(OK, seconds)
 
     def fail(self, p: Pending, code: str, message: str) -> None:
